@@ -1,0 +1,58 @@
+"""concurry_ray: write a plain class, run it anywhere, on one thread or a Ray cluster.
+
+    from concurry_ray import Worker
+
+    class Doubler(Worker):
+        def double(self, x: int) -> int:
+            return 2 * x
+
+    with Doubler.options(mode="ray", max_workers=4).init() as pool:
+        print(pool.double(21).result())   # 42
+"""
+
+from .errors import (
+    CallTimeoutError,
+    ConfigError,
+    LimitsUnavailableError,
+    PoolStoppedError,
+    RetryValidationError,
+    SerializationError,
+    WorkerCrashedError,
+    WorkerInitError,
+)
+from .futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Future,
+    as_completed,
+    async_gather,
+    async_wait,
+    gather,
+    wait,
+)
+from .pool import Pool
+from .worker import Worker, WorkerBuilder
+
+__all__ = [
+    "Worker",
+    "WorkerBuilder",
+    "Pool",
+    "Future",
+    "wait",
+    "gather",
+    "as_completed",
+    "async_gather",
+    "async_wait",
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ConfigError",
+    "SerializationError",
+    "CallTimeoutError",
+    "WorkerInitError",
+    "WorkerCrashedError",
+    "PoolStoppedError",
+    "LimitsUnavailableError",
+    "RetryValidationError",
+]

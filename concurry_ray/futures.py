@@ -1,0 +1,212 @@
+"""One Future type for every mode, and the functions that wait on many of them.
+
+A :class:`Future` is a :class:`concurrent.futures.Future` that can also be awaited.
+Producers (the backends) only ever set it running, set its result or set its
+exception; consumers never need to know which mode filled it. Waiting is event
+driven: ``result()`` blocks on a condition variable, ``await`` hands the future
+to the running event loop through ``asyncio.wrap_future``; nothing polls.
+
+A future filled by a Ray actor also remembers its ``ObjectRef`` so that passing
+it to another Ray worker moves the data worker to worker, not through the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+__all__ = [
+    "Future",
+    "wait",
+    "gather",
+    "as_completed",
+    "async_gather",
+    "async_wait",
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "CancelledError",
+    "TimeoutError",
+]
+
+
+class Future(cf.Future):
+    """The result of a call on a worker or pool, in any mode.
+
+    Use it like :class:`concurrent.futures.Future` (``result(timeout)``,
+    ``exception(timeout)``, ``done()``, ``cancel()``, ``add_done_callback``) or
+    ``await`` it from async code. ``TimeoutError`` and ``CancelledError`` are the
+    ``concurrent.futures`` ones.
+    """
+
+    _ray_ref: Any = None
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<Future", "<concurry_ray.Future", 1)
+
+
+def settle(future: cf.Future, value: Any = None, error: BaseException | None = None) -> None:
+    """Set a future's outcome unless it was cancelled or already set meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except cf.InvalidStateError:
+        pass
+
+
+def cancelled(label: str) -> CancelledError:
+    """The CancelledError of a call whose worker stopped before the call finished."""
+    return CancelledError(f"cancelled: {label} was stopped before the call finished")
+
+
+def chain(source: cf.Future, target: cf.Future, translate: Callable[[BaseException], BaseException] | None = None) -> None:
+    """Copy ``source``'s outcome into ``target`` when it completes."""
+
+    def _copy(done: cf.Future) -> None:
+        if done.cancelled():
+            target.cancel() or settle(target, error=CancelledError())
+            return
+        error = done.exception()
+        if error is not None and translate is not None:
+            error = translate(error)
+        settle(target, done.result() if error is None else None, error)
+
+    source.add_done_callback(_copy)
+
+
+def as_future(obj: Any) -> cf.Future:
+    """A concurrent future for a Future, concurrent future, asyncio future or Ray ObjectRef."""
+    if isinstance(obj, cf.Future):
+        return obj
+    if isinstance(obj, asyncio.Future):
+        out = Future()
+        obj.get_loop().call_soon_threadsafe(
+            lambda: obj.add_done_callback(lambda f: settle(out, None if f.exception() else f.result(), f.exception()))
+        )
+        return out
+    ref_future = getattr(obj, "future", None)
+    if ref_future is not None and type(obj).__name__ == "ObjectRef":
+        from .ray.outcomes import future_from_ref
+
+        return future_from_ref(obj)
+    raise TypeError(f"expected a Future or Ray ObjectRef, got {type(obj).__name__}: {obj!r}")
+
+
+def is_awaitable_result(obj: Any) -> bool:
+    """True for objects that :func:`gather` and :func:`wait` treat as pending results."""
+    return isinstance(obj, (cf.Future, asyncio.Future)) or type(obj).__name__ == "ObjectRef"
+
+
+def _progress_bar(progress: Any, total: int):
+    if not progress:
+        return None
+    from .progress import ProgressBar
+
+    options = progress if isinstance(progress, dict) else {}
+    return ProgressBar(total=total, **{"desc": "Waiting", **options})
+
+
+def wait(
+    fs: Iterable[Any],
+    timeout: float | None = None,
+    return_when: str = ALL_COMPLETED,
+    progress: Any = False,
+) -> tuple[set, set]:
+    """Wait for futures; returns ``(done, not_done)`` like :func:`concurrent.futures.wait`.
+
+    A timeout never raises: whatever has not finished is in ``not_done``.
+    """
+    items = list(fs)
+    mapping = {as_future(f): f for f in items}
+    bar = _progress_bar(progress, len(mapping))
+    if bar is not None:
+        for f in mapping:
+            f.add_done_callback(lambda _f: bar.update(1))
+    done, not_done = cf.wait(list(mapping), timeout=timeout, return_when=return_when)
+    if bar is not None:
+        bar.close()
+    return {mapping[f] for f in done}, {mapping[f] for f in not_done}
+
+
+def gather(
+    fs: Sequence[Any] | Mapping[Any, Any],
+    return_exceptions: bool = False,
+    timeout: float | None = None,
+    progress: Any = False,
+) -> list | dict:
+    """Results of many futures, in input order (a list) or by key (a dict).
+
+    Plain values are passed through. With ``return_exceptions=True`` a failed
+    call's exception takes its place; otherwise the first failure (in input
+    order) is raised. ``timeout`` bounds the whole wait and raises ``TimeoutError``.
+    """
+    keys, values = (list(fs.keys()), list(fs.values())) if isinstance(fs, Mapping) else (None, list(fs))
+    pending = [as_future(v) if is_awaitable_result(v) else None for v in values]
+    real = [p for p in pending if p is not None]
+    bar = _progress_bar(progress, len(real))
+    if bar is not None:
+        for f in real:
+            f.add_done_callback(lambda _f: bar.update(1))
+    _, not_done = cf.wait(real, timeout=timeout, return_when=ALL_COMPLETED if return_exceptions else FIRST_EXCEPTION)
+    if bar is not None:
+        bar.close()
+    if not_done and (return_exceptions or not any(f.done() and f.exception() for f in real)):
+        raise TimeoutError(f"gather: {len(not_done)} of {len(real)} futures still pending after {timeout}s")
+    results = [_outcome(p, v, return_exceptions) for p, v in zip(pending, values)]
+    return dict(zip(keys, results)) if keys is not None else results
+
+
+def _outcome(pending: cf.Future | None, value: Any, return_exceptions: bool) -> Any:
+    if pending is None:
+        return value
+    if return_exceptions:
+        if pending.cancelled():
+            return CancelledError()
+        return pending.exception() or pending.result()
+    return pending.result(timeout=0) if pending.done() else pending.result()
+
+
+def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+    """Yield the given futures as they complete (the originals, so ObjectRefs stay ObjectRefs)."""
+    mapping = {as_future(f): f for f in fs}
+    for f in cf.as_completed(list(mapping), timeout=timeout):
+        yield mapping[f]
+
+
+async def async_gather(fs: Sequence[Any] | Mapping[Any, Any], return_exceptions: bool = False) -> list | dict:
+    """``await``-able :func:`gather`: resolves worker futures without blocking the loop."""
+    keys, values = (list(fs.keys()), list(fs.values())) if isinstance(fs, Mapping) else (None, list(fs))
+    awaitables = [_awaitable(v) for v in values]
+    results = await asyncio.gather(*awaitables, return_exceptions=return_exceptions)
+    return dict(zip(keys, results)) if keys is not None else list(results)
+
+
+async def async_wait(
+    fs: Iterable[Any], timeout: float | None = None, return_when: str = ALL_COMPLETED
+) -> tuple[set, set]:
+    """``await``-able :func:`wait`: returns ``(done, not_done)`` of the originals."""
+    items = list(fs)
+    wrapped = {asyncio.ensure_future(_awaitable(f)): f for f in items}
+    if not wrapped:
+        return set(), set()
+    done, not_done = await asyncio.wait(list(wrapped), timeout=timeout, return_when=return_when)
+    return {wrapped[f] for f in done}, {wrapped[f] for f in not_done}
+
+
+def _awaitable(obj: Any):
+    if isinstance(obj, asyncio.Future):
+        return obj
+    if is_awaitable_result(obj):
+        return asyncio.wrap_future(as_future(obj))
+    return _value(obj)
+
+
+async def _value(obj: Any) -> Any:
+    return obj

@@ -1,0 +1,185 @@
+"""The host: the object that runs a user's worker inside any execution context.
+
+Every backend builds one :class:`Host` per worker, in the thread, process or Ray
+actor where the worker lives, and hands it calls. The host instantiates the
+user's class (plain, ``morphic.Typed`` or ``pydantic.BaseModel``), gives it
+``self.limits``, runs sync methods directly and async methods on the worker's
+one event loop, and applies the retry policy. Backends only move calls in and
+outcomes out, so a worker behaves the same in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import traceback
+from concurrent.futures import Future as _CFuture
+from typing import Any, Callable, Optional
+
+from .errors import SerializationError, WorkerInitError, attach_remote_traceback
+from .protocol import Call, WorkerSpec
+
+
+class LoopThread:
+    """An asyncio event loop running forever in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coroutine) -> _CFuture:
+        """Schedule a coroutine on the loop from any thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def stop(self) -> None:
+        """Stop the loop and let its thread end."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+class Host:
+    """Owns one instance of the user's class and runs calls on it.
+
+    ``loop`` is the worker's event loop when the backend already runs one (asyncio
+    mode, Ray actors); otherwise a private loop thread is started on the first
+    async call.
+    """
+
+    def __init__(self, spec: WorkerSpec, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self._loop = loop
+        self._loop_thread: Optional[LoopThread] = None
+        self._async_methods: dict[str, bool] = {}
+        self.instance = self._build(spec)
+        from .retry import RetryRunner
+
+        self._retry = RetryRunner(spec.options, type(self.instance), self.limits_of())
+
+    def _build(self, spec: WorkerSpec) -> Any:
+        cls = spec.cls
+        limits = spec.extras.get("limits")
+        try:
+            instance = cls.__new__(cls)
+            _set_limits(instance, limits)
+            instance.__init__(*spec.args, **spec.kwargs)
+        except BaseException as exc:
+            raise WorkerInitError(
+                f"{cls.__name__}.__init__ raised {type(exc).__name__}: {exc} ({self.label}); "
+                "fix the constructor arguments or the constructor"
+            ) from exc
+        _set_limits(instance, limits)
+        return instance
+
+    def limits_of(self) -> Any:
+        """The LimitSet the worker sees as ``self.limits`` (None without limits)."""
+        return self.spec.extras.get("limits")
+
+    def is_async(self, method: str) -> bool:
+        """Whether ``method`` is an ``async def`` on the user's class."""
+        known = self._async_methods.get(method)
+        if known is None:
+            known = self._async_methods[method] = is_async_method(type(self.instance), method)
+        return known
+
+    def run(self, call: Call) -> Any:
+        """Run a sync method (with retries) and return its value or raise."""
+        bound = getattr(self.instance, call.method)
+        return self._retry.run(call, bound)
+
+    async def run_async(self, call: Call) -> Any:
+        """Run an async method (with retries) on the current event loop."""
+        bound = getattr(self.instance, call.method)
+        return await self._retry.run_async(call, bound)
+
+    def run_on_loop(self, call: Call) -> _CFuture:
+        """Schedule an async method on the worker's loop; a concurrent future of its outcome."""
+        if self._loop is not None:
+            return asyncio.run_coroutine_threadsafe(self.run_async(call), self._loop)
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread(f"{self.label}-loop")
+        return self._loop_thread.submit(self.run_async(call))
+
+    def close(self) -> None:
+        """Stop the private loop thread, if one was started."""
+        if self._loop_thread is not None:
+            self._loop_thread.stop()
+
+
+def public_methods(cls: type) -> list[str]:
+    """Names of the methods a handle exposes: public callables of the class."""
+    names = []
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(cls, name, None)
+        if isinstance(attr, (staticmethod, classmethod, property)):
+            continue
+        if callable(attr):
+            names.append(name)
+    return names
+
+
+def has_async_methods(cls: type) -> bool:
+    """True if any public method of ``cls`` is ``async def``."""
+    return any(is_async_method(cls, n) for n in public_methods(cls))
+
+
+def is_async_method(cls: type, method: str) -> bool:
+    """Whether ``cls.method`` is an ``async def`` (looking through decorators)."""
+    return inspect.iscoroutinefunction(inspect.unwrap(getattr(cls, method, None) or _not_a_method))
+
+
+def _not_a_method() -> None:
+    return None
+
+
+def _set_limits(instance: Any, limits: Any) -> None:
+    # object.__setattr__ because pydantic models reject unknown attributes and
+    # replace __dict__ in __init__ (hence set before and after the constructor).
+    try:
+        object.__setattr__(instance, "_concurry_limits", limits)
+    except (AttributeError, TypeError):
+        pass
+
+
+def portable_error(exc: BaseException, where: str, dumps: Callable[[Any], bytes]) -> BaseException:
+    """The exception to send across a process boundary: the original with its traceback
+    text attached, or a SerializationError when it cannot be pickled."""
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    attach_remote_traceback(exc, tb_text, where)
+    try:
+        dumps(exc)
+        return exc
+    except Exception as pickling_error:
+        return SerializationError(
+            f"{type(exc).__name__} raised in {where} cannot be pickled ({pickling_error}); "
+            f"its message was: {exc}\n{tb_text}"
+        )
+
+
+def describe_unpicklable(what: str, value: Any, error: BaseException, where: str) -> SerializationError:
+    """A SerializationError naming what could not be pickled and why."""
+    return SerializationError(
+        f"{what} of type {type(value).__name__} cannot be pickled for {where}: {error}. "
+        "Send picklable data (cloudpickle handles lambdas and local classes, not locks, sockets or open files)."
+    )
+
+
+def init_failure(exc: WorkerInitError, where: str, dumps: Callable[[Any], bytes]) -> tuple[str, BaseException]:
+    """What to send back when the constructor failed: the message and the portable cause."""
+    return str(exc), portable_error(exc.__cause__ or exc, where, dumps)
+
+
+def rebuild_init_error(message: str, cause: BaseException) -> WorkerInitError:
+    """The WorkerInitError a client raises, with the constructor's exception as ``__cause__``."""
+    error = WorkerInitError(message)
+    error.__cause__ = cause
+    return error

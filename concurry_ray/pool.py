@@ -1,0 +1,423 @@
+"""The handle a user holds: one worker or a pool of them, behind one interface.
+
+A :class:`Pool` owns a list of slots, each with one live worker client of the
+pool's backend, and dispatches each method call to one of them through the
+balancing algorithm. A single worker is simply a pool of one. The pool also
+owns what is the same in every mode: argument futures, on-demand workers,
+backpressure with priorities, replacing dead workers, draining on stop, stats.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from queue import SimpleQueue
+from typing import Any, Callable, Optional
+
+from .balancing import make_balancer
+from .errors import ConfigError, PoolStoppedError, WorkerCrashedError, closest
+from .futures import Future, as_future, chain, is_awaitable_result, settle
+from .host import public_methods
+from .nested import collect, replace
+from .options import WorkerOptions
+from .protocol import Backend, Call, WorkerClient, WorkerSpec, backend_class
+
+log = logging.getLogger("concurry_ray")
+
+
+@dataclass
+class Slot:
+    """One position in a pool: the current worker there and its counters."""
+
+    index: int
+    client: WorkerClient
+    in_flight: int = 0
+    dispatched: int = 0
+    completed: int = 0
+    failed: int = 0
+    restarts: int = 0
+    retired: bool = False
+
+    def health(self) -> dict:
+        """The per-worker figures reported by ``get_pool_stats()``."""
+        return {
+            "alive": self.client.alive() and not self.retired,
+            "restarts": self.restarts,
+            "in_flight": self.in_flight,
+            "completed": self.completed,
+            "failed": self.failed,
+        }
+
+
+@dataclass(order=True)
+class _Parked:
+    sort_key: tuple
+    call: Call = field(compare=False)
+    future: Future = field(compare=False)
+
+
+class MethodCaller:
+    """``pool.method``: call it to submit; ``.options(priority=N)`` for a per-call priority."""
+
+    __slots__ = ("_pool", "_name", "_priority")
+
+    def __init__(self, pool: "Pool", name: str, priority: int = 0) -> None:
+        self._pool, self._name, self._priority = pool, name, priority
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pool._submit(self._name, args, kwargs, self._priority)
+
+    def options(self, *, priority: int = 0) -> "MethodCaller":
+        """The same method with a priority: higher runs first when calls wait in the pool's queue."""
+        return MethodCaller(self._pool, self._name, priority)
+
+    def __repr__(self) -> str:
+        return f"<method {self._name} of {self._pool!r}>"
+
+
+class Pool:
+    """A worker or a pool of workers of one class; every public method returns a Future.
+
+    Build it with ``MyWorker.options(...).init(...)``. Calls are spread over the
+    workers by the ``load_balancing`` algorithm. Use it as a context manager (or
+    call ``stop()``) to stop every worker. See ``get_pool_stats()`` for figures.
+    """
+
+    def __init__(self, cls: type, options: WorkerOptions, args: tuple, kwargs: dict) -> None:
+        self._cls = cls
+        self._options = options
+        self._args, self._kwargs = args, kwargs
+        self._methods = frozenset(public_methods(cls))
+        self._backend: Backend = backend_class(options.mode)(options)
+        self._balancer = make_balancer(options.balancing)
+        self._lock = threading.RLock()
+        self._slots: list[Slot] = []
+        self._parked: list[_Parked] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count()
+        self._stopped = False
+        self._total_dispatched = 0
+        self._on_demand_clients: set = set()
+        self._reaper: Optional[_Reaper] = None
+        self._extras = self._shared_extras()
+        self._start(options.pool_size)
+
+    # ----- construction -------------------------------------------------
+    def _shared_extras(self) -> dict:
+        from .limits import pool_limits
+
+        limits = pool_limits(self._options.limits, self._options.mode)
+        return {"limits": limits} if limits is not None else {}
+
+    def _spec(self) -> WorkerSpec:
+        index = next(self._ids)
+        label = f"{self._options.name or self._cls.__name__}#{index} ({self._options.mode})"
+        return WorkerSpec(self._cls, self._args, self._kwargs, self._options, label, self._extras)
+
+    def _start(self, count: int) -> None:
+        clients = [self._backend.spawn(self._spec()) for _ in range(count)]
+        errors = [c.ready.exception() for c in clients]
+        if any(errors):
+            for client in clients:
+                client.stop(time.monotonic())
+            raise next(e for e in errors if e is not None)
+        with self._lock:
+            for client in clients:
+                self._adopt(Slot(len(self._slots), client))
+
+    def _adopt(self, slot: Slot) -> None:
+        slot.client.on_death = lambda client, error, unstarted: self._replace(slot, client, error, unstarted)
+        self._slots.append(slot)
+
+    # ----- calling ----------------------------------------------------------
+    def __getattr__(self, name: str) -> MethodCaller:
+        if name.startswith("_") or name not in self._methods:
+            raise AttributeError(
+                f"{self._cls.__name__} has no public method {name!r}{closest(name, self._methods)}"
+            )
+        caller = MethodCaller(self, name)
+        self.__dict__[name] = caller
+        return caller
+
+    def _submit(self, method: str, args: tuple, kwargs: dict, priority: int = 0) -> Any:
+        if self._stopped:
+            raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
+        call = Call(method, args, kwargs)
+        pending = self._pending_arguments(call) if self._options.unwrap_futures else None
+        if pending:
+            future = self._after(pending, call, priority)
+        else:
+            future = self._dispatch(call, priority)
+        return future.result() if self._options.blocking else future
+
+    def _pending_arguments(self, call: Call) -> list:
+        return collect((call.args, call.kwargs), _is_future_arg, [])
+
+    def _after(self, pending: list, call: Call, priority: int) -> Future:
+        """Submit ``call`` once its argument futures are done, without blocking the caller."""
+        native = [p for p in pending if self._backend.passes_natively(p)]
+        waiting = [p for p in pending if not self._backend.passes_natively(p)]
+        by_id = {id(p): self._backend.native_form(p) for p in native}
+        if not waiting:
+            return self._dispatch(_substituted(call, by_id), priority)
+        outer = Future()
+        remaining = [len(waiting)]
+        lock = threading.Lock()
+
+        def one_done(_: Any) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            failed = next((as_future(p).exception() for p in waiting if as_future(p).exception()), None)
+            if failed is not None:
+                settle(outer, error=failed)
+                return
+            values = {**by_id, **{id(p): as_future(p).result() for p in waiting}}
+            try:
+                chain(self._dispatch(_substituted(call, values), priority), outer)
+            except PoolStoppedError as exc:
+                settle(outer, error=exc)
+
+        for p in waiting:
+            as_future(p).add_done_callback(one_done)
+        return outer
+
+    def _dispatch(self, call: Call, priority: int = 0) -> Future:
+        with self._lock:
+            if self._stopped:
+                raise PoolStoppedError(f"{self!r} is stopped; {call.method}() was not run")
+            if self._has_capacity():
+                return self._send(call)
+            future = Future()
+            heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
+            return future
+
+    def _has_capacity(self) -> bool:
+        if self._options.on_demand:
+            cap = self._options.worker_cap
+            return cap == 0 or self._on_demand_live < cap
+        limit = self._options.max_queued_tasks
+        if limit is None:
+            return True
+        return any(s.in_flight < limit for s in self._live_slots())
+
+    def _live_slots(self) -> list[Slot]:
+        return [s for s in self._slots if not s.retired]
+
+    def _send(self, call: Call) -> Future:
+        """Send a call to a worker now (lock held)."""
+        self._total_dispatched += 1
+        if self._options.on_demand:
+            return self._send_on_demand(call)
+        slot = self._choose()
+        slot.in_flight += 1
+        slot.dispatched += 1
+        future = slot.client.submit(call)
+        future.add_done_callback(lambda f: self._finished(slot, f))
+        return future
+
+    def _choose(self) -> Slot:
+        live = self._live_slots()
+        limit = self._options.max_queued_tasks
+        candidates = [s.index for s in live if limit is None or s.in_flight < limit]
+        active = {s.index: s.in_flight for s in live}
+        total = {s.index: s.dispatched for s in live}
+        return self._slots[self._balancer.pick(candidates, active, total)]
+
+    def _finished(self, slot: Slot, future: Future) -> None:
+        with self._lock:
+            slot.in_flight -= 1
+            if future.cancelled() or future.exception() is not None:
+                slot.failed += 1
+            else:
+                slot.completed += 1
+            self._release_parked()
+
+    def _release_parked(self) -> None:
+        while self._parked and not self._stopped and self._has_capacity():
+            parked = heapq.heappop(self._parked)
+            if parked.future.done():
+                continue
+            chain(self._send(parked.call), parked.future)
+
+    @property
+    def _on_demand_live(self) -> int:
+        return len(self._on_demand_clients)
+
+    def _send_on_demand(self, call: Call) -> Future:
+        client = self._backend.spawn(self._spec())
+        self._on_demand_clients.add(client)
+        client.on_death = lambda c, error, unstarted: [settle(f, error=error) for _, f in unstarted]
+        future = client.submit(call)
+        future.add_done_callback(lambda f: self._on_demand_done(client))
+        return future
+
+    def _on_demand_done(self, client: WorkerClient) -> None:
+        self._reaper_queue().put(client)
+        with self._lock:
+            self._on_demand_clients.discard(client)
+            self._release_parked()
+
+    def _reaper_queue(self) -> SimpleQueue:
+        if self._reaper is None:
+            self._reaper = _Reaper()
+        return self._reaper.queue
+
+    # ----- failures -------------------------------------------------------------
+    def _replace(self, slot: Slot, client: WorkerClient, error: BaseException, unstarted: list) -> None:
+        """A worker died: start a replacement in its slot and re-dispatch the calls it never started."""
+        with self._lock:
+            if self._stopped or slot.retired or slot.client is not client:
+                for _, future in unstarted:
+                    settle(future, error=error)
+                return
+            slot.restarts += 1
+            slot.in_flight -= len(unstarted)
+            log.warning("concurry_ray: %s; starting a replacement", error)
+            slot.client = self._backend.spawn(self._spec())
+            slot.client.on_death = lambda c, e, u: self._replace(slot, c, e, u)
+            for call, future in unstarted:
+                chain(self._send(call), future)
+
+    # ----- lifecycle ------------------------------------------------------------
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop every worker: running and queued calls finish first.
+
+        ``timeout`` bounds the whole stop (not each worker); calls still waiting
+        when it passes are cancelled with ``CancelledError``. Results of calls
+        that completed are never discarded. Calling ``stop()`` twice is harmless.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            parked, self._parked = self._parked, []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for p in parked:
+            p.future.cancel() or settle(p.future, error=PoolStoppedError(f"{self!r} stopped before this call was sent"))
+        clients = [s.client for s in self._slots] + list(self._on_demand_clients)
+        threads = [threading.Thread(target=c.stop, args=(deadline,), daemon=True) for c in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self._reaper is not None:
+            self._reaper.close()
+        self._backend.shutdown()
+        limits = self._extras.get("limits")
+        if limits is not None and hasattr(limits, "release_owned"):
+            limits.release_owned()
+
+    close = stop
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ----- resizing, broadcast, stats --------------------------------------------
+    def resize(self, max_workers: int) -> None:
+        """Grow or shrink a persistent pool; workers removed finish their calls first."""
+        if self._options.on_demand:
+            raise ConfigError("resize() applies to persistent pools; an on-demand pool has no fixed size")
+        if max_workers < 1 or (max_workers > 1 and not self._backend.supports_pools):
+            raise ConfigError(f"resize({max_workers}): the new size must be >= 1 (and 1 in mode {self._options.mode!r})")
+        if self._stopped:
+            raise PoolStoppedError(f"{self!r} is stopped; it cannot be resized")
+        live = self._live_slots()
+        if max_workers > len(live):
+            self._start(max_workers - len(live))
+            return
+        with self._lock:
+            leaving = live[max_workers:]
+            for slot in leaving:
+                slot.retired = True
+        for slot in leaving:
+            slot.client.stop(None)
+
+    def broadcast(self, method: str, *args: Any, **kwargs: Any) -> list[Future]:
+        """Call ``method`` once on every live worker; their futures in worker order."""
+        if method not in self._methods:
+            raise AttributeError(f"{self._cls.__name__} has no public method {method!r}{closest(method, self._methods)}")
+        if self._stopped:
+            raise PoolStoppedError(f"{self!r} is stopped; broadcast({method!r}) was not run")
+        futures = []
+        with self._lock:
+            for slot in self._live_slots():
+                slot.in_flight += 1
+                slot.dispatched += 1
+                future = slot.client.submit(Call(method, args, kwargs))
+                future.add_done_callback(lambda f, s=slot: self._finished(s, f))
+                futures.append(future)
+        return futures
+
+    def get_pool_stats(self) -> dict:
+        """Pool size, state, balancer figures and per-worker health, as a plain dict."""
+        with self._lock:
+            live = self._live_slots()
+            balancer: dict[str, Any] = {
+                "algorithm": self._balancer.display_name,
+                "total_dispatched": self._total_dispatched,
+            }
+            if balancer["algorithm"] == "LeastActiveLoad":
+                balancer["active_calls"] = {s.index: s.in_flight for s in live}
+                balancer["total_active"] = sum(s.in_flight for s in live)
+            if balancer["algorithm"] == "LeastTotalLoad":
+                balancer["total_calls"] = {s.index: s.dispatched for s in live}
+            return {
+                "mode": self._options.mode,
+                "total_workers": self._on_demand_live if self._options.on_demand else len(live),
+                "max_workers": self._options.worker_cap,
+                "on_demand": self._options.on_demand,
+                "on_demand_active": self._on_demand_live,
+                "stopped": self._stopped,
+                "queued": len(self._parked),
+                "load_balancer": balancer,
+                "workers": {s.index: s.health() for s in live},
+            }
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "running"
+        kind = "on-demand pool" if self._options.on_demand else (
+            "worker" if self._options.pool_size == 1 else f"pool of {len(self._live_slots())}"
+        )
+        return f"<{self._cls.__name__} {kind}, mode={self._options.mode!r}, {state}>"
+
+    def __del__(self) -> None:
+        if not getattr(self, "_stopped", True) and getattr(self, "_slots", None) is not None:
+            log.debug("concurry_ray: %r garbage-collected without stop()", self)
+
+
+class _Reaper:
+    """A thread that stops finished on-demand workers (never from their own thread)."""
+
+    def __init__(self) -> None:
+        self.queue: SimpleQueue = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="concurry-reaper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            client = self.queue.get()
+            if client is None:
+                return
+            client.stop(None)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout=30)
+
+
+def _is_future_arg(value: Any) -> bool:
+    return is_awaitable_result(value)
+
+
+def _substituted(call: Call, by_id: dict) -> Call:
+    args, kwargs = replace((call.args, call.kwargs), by_id)
+    return Call(call.method, tuple(args), kwargs)

@@ -1,0 +1,159 @@
+"""The actor protocol: the one interface every execution mode implements.
+
+A *backend* (one module per mode) knows how to ``spawn`` a worker from a
+:class:`WorkerSpec`. What it returns is a :class:`WorkerClient`: the client side
+of one live worker, with four operations::
+
+    submit(call) -> Future      run a method call, get its future at once
+    ready                       a Future that completes when the constructor ran
+    alive()                     is the worker still there?
+    stop(deadline)              finish what was queued, then stop; cancel the rest at the deadline
+
+Everything above this line (pools, balancing, retries, limits, argument futures,
+stats) is written once and works for every backend. Modes are looked up by name
+in :data:`MODES`; adding a mode means adding one module and one line there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
+
+from .errors import ConfigError, closest
+from .futures import Future
+
+MODES: dict[str, str] = {
+    "sync": "local_backends.sync:SyncBackend",
+    "asyncio": "local_backends.asyncio:AsyncioBackend",
+    "thread": "local_backends.thread:ThreadBackend",
+    "process": "local_backends.process:ProcessBackend",
+    "ray": "concurry_ray.ray.backend:RayBackend",
+}
+MODE_ALIASES: dict[str, str] = {
+    "synchronous": "sync",
+    "async": "asyncio",
+    "threads": "thread",
+    "proc": "process",
+    "processes": "process",
+}
+
+
+def canonical_mode(mode: Any) -> str:
+    """The canonical name of a mode or alias; ConfigError naming the allowed ones otherwise."""
+    name = str(getattr(mode, "value", mode)).lower()
+    name = MODE_ALIASES.get(name, name)
+    if name not in MODES:
+        allowed = list(MODES) + list(MODE_ALIASES)
+        raise ConfigError(f"mode={mode!r} is not a known mode{closest(mode, allowed)}; allowed: {', '.join(allowed)}")
+    return name
+
+
+def backend_class(mode: str) -> type["Backend"]:
+    """Import the backend module of ``mode`` on first use and return its class."""
+    module_name, _, class_name = MODES[canonical_mode(mode)].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+class Call(NamedTuple):
+    """One method call: what the host runs."""
+
+    method: str
+    args: tuple
+    kwargs: dict
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a host needs to build one worker, in any process."""
+
+    cls: type
+    args: tuple
+    kwargs: dict
+    options: Any
+    label: str = "worker"
+    extras: dict = field(default_factory=dict)
+
+
+class WorkerClient(ABC):
+    """Client side of one live worker; see the module docstring."""
+
+    ready: Future
+    label: str = "worker"
+
+    def __init__(self) -> None:
+        self.on_death: Optional[Callable[["WorkerClient", BaseException, list], None]] = None
+
+    @abstractmethod
+    def submit(self, call: Call) -> Future:
+        """Send a call; the returned future settles with its outcome."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the worker has died or been stopped."""
+
+    @abstractmethod
+    def stop(self, deadline: Optional[float]) -> None:
+        """Let queued calls finish, then stop; at ``deadline`` cancel what is left."""
+
+    def pid(self) -> Optional[int]:
+        """The operating-system process id of the worker, where it has its own."""
+        return os.getpid()
+
+    def _died(self, error: BaseException, unstarted: list) -> None:
+        """Report death once: ``unstarted`` holds (call, future) pairs that never began and may run elsewhere."""
+        callback, self.on_death = self.on_death, None
+        if callback is not None:
+            callback(self, error, unstarted)
+        else:
+            for _, future in unstarted:
+                if not future.done():
+                    future.set_exception(error)
+
+
+class Backend(ABC):
+    """One execution mode. Subclasses set the class attributes and implement ``spawn``."""
+
+    name: ClassVar[str]
+    supports_pools: ClassVar[bool] = True
+    on_demand_default_max_workers: ClassVar[int] = 0
+    crosses_process: ClassVar[bool] = False
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    @abstractmethod
+    def spawn(self, spec: WorkerSpec) -> WorkerClient:
+        """Start a worker; return its client at once (``client.ready`` tells when it is built)."""
+
+    def passes_natively(self, value: Any) -> bool:
+        """True if ``value`` (a future) can be sent unresolved and the worker resolves it."""
+        return False
+
+    def native_form(self, value: Any) -> Any:
+        """What to send in place of a future that :meth:`passes_natively`."""
+        return value
+
+    def shutdown(self) -> None:
+        """Release resources the backend holds for its pool."""
+
+
+def split_on_crash(pending: list, crash: BaseException) -> list:
+    """Fail the calls a dead worker may have been running; return the (call, future) pairs it never started.
+
+    ``pending`` lists (call, future, is_async) in the order the calls were sent.
+    Sync calls run one at a time in that order, so only the first unsettled sync
+    call can have been running; async calls start on arrival, so all of them fail.
+    """
+    from .futures import settle
+
+    unstarted, running_seen = [], False
+    for call, future, is_async in pending:
+        if is_async or not running_seen:
+            running_seen = running_seen or not is_async
+            settle(future, error=type(crash)(f"{crash} while running {call.method}()"))
+        else:
+            unstarted.append((call, future))
+    return unstarted

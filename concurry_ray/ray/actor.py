@@ -1,0 +1,114 @@
+"""The Ray actor that hosts any user class.
+
+For each user class one actor class is generated whose methods mirror the
+class's public methods, so a call travels as ``actor.method.remote(*args,
+**kwargs)`` exactly as a hand-written Ray actor call would (no extra envelope to
+serialise). A class with any ``async def`` method gets an async actor: every
+method runs on the actor's one event loop, async ones concurrently. Otherwise
+the actor is single-threaded and runs calls in the order each caller sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Optional
+
+import cloudpickle
+import ray
+
+from ..errors import WorkerInitError
+from ..host import Host, has_async_methods, init_failure, portable_error, public_methods
+from ..nested import collect, replace
+from ..protocol import Call, WorkerSpec
+
+_ACTOR_CLASSES: dict[type, Any] = {}
+
+
+class _HostActorBase:
+    """State and helpers shared by every generated actor class."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._where = f"{spec.label}, Ray actor pid {os.getpid()}"
+        self._failure: Optional[tuple] = None
+        self._host: Optional[Host] = None
+        try:
+            self._host = Host(spec, loop=_running_loop())
+        except WorkerInitError as exc:
+            self._failure = init_failure(exc, self._where, cloudpickle.dumps)
+
+    def __concurry_ready__(self) -> Optional[tuple]:
+        return self._failure
+
+    def __concurry_pid__(self) -> int:
+        return os.getpid()
+
+    def _run(self, name: str, args: tuple, kwargs: dict) -> Any:
+        try:
+            return self._host.run(Call(name, _resolve(args), _resolve(kwargs)))
+        except BaseException as exc:
+            raise portable_error(exc, self._where, cloudpickle.dumps) from None
+
+    async def _run_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+        call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
+        try:
+            if self._host.is_async(name):
+                return await self._host.run_async(call)
+            return self._host.run(call)
+        except BaseException as exc:
+            raise portable_error(exc, self._where, cloudpickle.dumps) from None
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def actor_class_for(cls: type) -> Any:
+    """The Ray actor class hosting ``cls`` (generated once per class)."""
+    actor = _ACTOR_CLASSES.get(cls)
+    if actor is None:
+        is_async = has_async_methods(cls)
+        methods = {name: _forwarder(name, is_async) for name in public_methods(cls)}
+        if is_async:
+            methods["__concurry_ping__"] = _async_ping
+        namespace = {"__module__": __name__, "__qualname__": f"Host[{cls.__name__}]", **methods}
+        generated = type(f"Host[{cls.__name__}]", (_HostActorBase,), namespace)
+        actor = _ACTOR_CLASSES[cls] = ray.remote(generated)
+    return actor
+
+
+async def _async_ping(self) -> None:
+    return None
+
+
+def _forwarder(name: str, is_async: bool):
+    if is_async:
+
+        async def forward(self, *args, **kwargs):
+            return await self._run_async(name, args, kwargs)
+
+    else:
+
+        def forward(self, *args, **kwargs):
+            return self._run(name, args, kwargs)
+
+    forward.__name__ = name
+    return forward
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, ray.ObjectRef)
+
+
+def _resolve(value: Any) -> Any:
+    """Replace ObjectRefs nested in lists, tuples and dicts by their values (top-level ones Ray resolves)."""
+    refs = collect(value, _is_ref, [])
+    return replace(value, dict(zip(map(id, refs), ray.get(refs)))) if refs else value
+
+
+async def _resolve_async(value: Any) -> Any:
+    refs = collect(value, _is_ref, [])
+    return replace(value, dict(zip(map(id, refs), await asyncio.gather(*refs)))) if refs else value

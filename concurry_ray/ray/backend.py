@@ -1,0 +1,128 @@
+"""Ray mode: each worker is a Ray actor generated for the user's class."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from typing import Any, Optional
+
+import ray
+
+from ..errors import WorkerCrashedError
+from ..futures import Future, cancelled, settle
+from ..host import describe_unpicklable, is_async_method, rebuild_init_error
+from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
+from .actor import actor_class_for
+from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error
+
+DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
+
+
+class RayClient(WorkerClient):
+    """Client of one worker actor; calls go straight to the actor."""
+
+    def __init__(self, spec: WorkerSpec, actor_options: dict) -> None:
+        super().__init__()
+        self.label = spec.label
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Call, Future, bool]] = {}
+        self._ids = iter(range(1, 1 << 62))
+        self._cls = spec.cls
+        self._dead = False
+        self._stopping = False
+        self._pid: Optional[int] = None
+        self.actor = actor_class_for(spec.cls).options(**actor_options).remote(spec)
+        self.ready = Future()
+        future_from_ref(self.actor.__concurry_ready__.remote(), spec.label).add_done_callback(self._on_ready)
+
+    def _on_ready(self, ready: Future) -> None:
+        error = ready.exception()
+        if error is None and ready.result() is not None:
+            error = rebuild_init_error(*ready.result())
+        settle(self.ready, None, error)
+
+    def pid(self) -> Optional[int]:
+        if self._pid is None:
+            self._pid = ray.get(self.actor.__concurry_pid__.remote(), timeout=30)
+        return self._pid
+
+    def submit(self, call: Call) -> Future:
+        future = Future()
+        try:
+            ref = getattr(self.actor, call.method).remote(*call.args, **call.kwargs)
+        except TypeError as exc:
+            if "serialize" not in str(exc):
+                raise
+            reason = str(exc).splitlines()[0]
+            future.set_exception(describe_unpicklable(f"an argument of {call.method}()", call, reason, self.label))
+            return future
+        future._ray_ref = ref
+        future.set_running_or_notify_cancel()
+        call_id = next(self._ids)
+        self._pending[call_id] = (call, future, is_async_method(self._cls, call.method))
+        ref.future().add_done_callback(lambda done: self._complete(call_id, done))
+        return future
+
+    def _complete(self, call_id: int, done) -> None:
+        entry = self._pending.pop(call_id, None)
+        if entry is None:
+            return  # already failed or handed back because the actor died
+        error = done.exception()
+        if error is None:
+            settle(entry[1], done.result())
+            return
+        error = unwrap_ray_error(error, self.label)
+        if isinstance(error, WorkerCrashedError) and not self._stopping:
+            self._pending[call_id] = entry
+            self._on_crash(error)
+        else:
+            settle(entry[1], error=error)
+
+    def _on_crash(self, error: WorkerCrashedError) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+            pending = [self._pending.pop(call_id) for call_id in sorted(self._pending)]
+        self._died(error, split_on_crash(pending, error))
+
+    def alive(self) -> bool:
+        return not self._dead and not self._stopping
+
+    def stop(self, deadline: Optional[float]) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        pending = [entry[1] for entry in list(self._pending.values())]
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _, not_done = cf.wait(pending, timeout=timeout)
+        for future in not_done:
+            settle(future, error=cancelled(self.label))
+        ray.kill(self.actor, no_restart=True)
+
+    def kill(self) -> None:
+        """Kill the actor at once (tests and health checks use it)."""
+        ray.kill(self.actor, no_restart=True)
+
+
+class RayBackend(Backend):
+    """Workers as Ray actors; starts a local Ray runtime when none is initialised."""
+
+    name = "ray"
+    on_demand_default_max_workers = 0
+    crosses_process = True
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        ensure_ray()
+        self.actor_options = {**DEFAULT_ACTOR_OPTIONS, **options.actor_options}
+
+    def spawn(self, spec: WorkerSpec) -> WorkerClient:
+        return RayClient(spec, self.actor_options)
+
+    def passes_natively(self, value: Any) -> bool:
+        return getattr(value, "_ray_ref", None) is not None or isinstance(value, ray.ObjectRef)
+
+    def native_form(self, value: Any) -> Any:
+        return value if isinstance(value, ray.ObjectRef) else value._ray_ref

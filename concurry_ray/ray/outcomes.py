@@ -1,0 +1,53 @@
+"""Turning Ray ObjectRefs into concurry_ray Futures, with Ray's error wrappers removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+from ray import exceptions as rex
+
+from ..errors import SerializationError, WorkerCrashedError
+from ..futures import Future, chain
+
+log = logging.getLogger("concurry_ray")
+
+
+def ensure_ray() -> None:
+    """Start (or connect to, via RAY_ADDRESS) a Ray runtime if none is initialised in this process."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    log.warning(
+        "concurry_ray: no Ray runtime initialised; %s", f"connecting to {address}" if address else "starting a local one"
+    )
+    ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, ignore_reinit_error=True)
+
+
+def unwrap_ray_error(error: BaseException, label: str = "Ray actor") -> BaseException:
+    """The user's exception inside Ray's wrappers, or a WorkerCrashedError for a dead actor."""
+    if isinstance(error, rex.RayTaskError):
+        cause = error.cause if getattr(error, "cause", None) is not None else error
+        if isinstance(cause, rex.RayError) and cause is not error:
+            return unwrap_ray_error(cause, label)
+        if isinstance(cause, TypeError) and "cloudpickle" in str(error):
+            return SerializationError(f"the result of a call on {label} cannot be pickled: {cause}")
+        return cause
+    if isinstance(error, (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError)):
+        return WorkerCrashedError(f"{label} died: {_first_line(error)}")
+    return error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3])
+
+
+def future_from_ref(ref: "ray.ObjectRef", label: str = "Ray actor") -> Future:
+    """A Future settled when ``ref`` is; it keeps the ref so it can be passed on unresolved."""
+    future = Future()
+    future._ray_ref = ref
+    future.set_running_or_notify_cancel()
+    chain(ref.future(), future, lambda e: unwrap_ray_error(e, label))
+    return future

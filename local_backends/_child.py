@@ -1,0 +1,73 @@
+"""The main function of a worker process (process mode)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import cloudpickle
+
+from concurry_ray.errors import WorkerInitError
+from concurry_ray.host import Host, describe_unpicklable, init_failure, portable_error
+
+
+def child_main(conn, spec_bytes: bytes) -> None:
+    """Build the host, then run calls from ``conn`` until told to stop or the pipe closes."""
+    send_lock = threading.Lock()
+    where = f"process {os.getpid()}"
+
+    def send(message) -> None:
+        with send_lock:
+            conn.send_bytes(cloudpickle.dumps(message))
+
+    try:
+        spec = cloudpickle.loads(spec_bytes)
+        where = f"{spec.label}, pid {os.getpid()}"
+        host = Host(spec)
+    except WorkerInitError as exc:
+        send(init_failure(exc, where, cloudpickle.dumps))
+        return
+    except BaseException as exc:
+        send((f"worker could not be unpickled in {where}: {exc}", portable_error(exc, where, cloudpickle.dumps)))
+        return
+    send(None)
+
+    def reply(call_id: int, ok: bool, value) -> None:
+        if not ok:
+            value = portable_error(value, where, cloudpickle.dumps)
+        try:
+            send((call_id, ok, value))
+        except Exception as exc:
+            send((call_id, False, describe_unpicklable("the result", value, exc, where)))
+
+    pending: set = set()
+
+    def _settled(future, call_id: int) -> None:
+        pending.discard(future)
+        error = future.exception()
+        reply(call_id, error is None, error if error is not None else future.result())
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        if data == b"\0":
+            break
+        call_id = int.from_bytes(data[:8], "little")
+        try:
+            call = cloudpickle.loads(data[8:])
+        except BaseException as exc:
+            reply(call_id, False, exc)
+            continue
+        if host.is_async(call.method):
+            future = host.run_on_loop(call)
+            pending.add(future)
+            future.add_done_callback(lambda f, cid=call_id: _settled(f, cid))
+            continue
+        try:
+            reply(call_id, True, host.run(call))
+        except BaseException as exc:
+            reply(call_id, False, exc)
+    for future in list(pending):
+        future.exception()
+    host.close()

@@ -1,0 +1,54 @@
+"""Bookkeeping shared by local clients: calls sent but not yet settled."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from typing import Optional
+
+
+class InFlight:
+    """The futures of calls a client has accepted and not yet settled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: set = set()
+
+    def add(self, future: cf.Future) -> None:
+        """Track ``future`` until it settles."""
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: cf.Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def snapshot(self) -> list:
+        """The futures still unsettled."""
+        with self._lock:
+            return list(self._futures)
+
+    def drain(self, deadline: Optional[float], force: bool = False) -> list:
+        """Wait for every tracked future until ``deadline``, then cancel those not started.
+
+        With ``force`` (the worker is about to be killed) running calls are failed
+        with CancelledError too. Returns the futures still running afterwards.
+        """
+        pending = self.snapshot()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _, not_done = cf.wait(pending, timeout=timeout)
+        running = [f for f in not_done if not f.cancel()]
+        if force:
+            for future in running:
+                _force_cancel(future)
+        return running
+
+
+def _force_cancel(future: cf.Future) -> None:
+    """Cancel a future that is already running (its worker will no longer deliver)."""
+    try:
+        future.set_exception(cf.CancelledError("cancelled: stop() deadline passed before the call finished"))
+    except cf.InvalidStateError:
+        pass

@@ -1,0 +1,86 @@
+"""Asyncio mode: the worker lives on one event loop thread.
+
+Async methods run concurrently as tasks on that loop; sync methods run on the
+loop thread one at a time, in order, as calls on an actor do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import CancelledError
+from typing import Optional
+
+from concurry_ray.errors import WorkerInitError
+from concurry_ray.futures import Future, settle
+from concurry_ray.host import Host, LoopThread
+from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
+
+from ._inflight import InFlight
+
+
+class AsyncioClient(WorkerClient):
+    """A worker whose every call runs on its own event loop."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__()
+        self.label = spec.label
+        self._loop_thread = LoopThread(f"{spec.label}-loop")
+        self._loop = self._loop_thread.loop
+        self._calls = InFlight()
+        self._host: Optional[Host] = None
+        self._stopped = False
+        self.ready = Future()
+        self._loop.call_soon_threadsafe(self._build, spec)
+
+    def _build(self, spec: WorkerSpec) -> None:
+        try:
+            self._host = Host(spec, loop=self._loop)
+        except WorkerInitError as exc:
+            self.ready.set_exception(exc)
+            return
+        self.ready.set_result(None)
+
+    def submit(self, call: Call) -> Future:
+        future = Future()
+        self._calls.add(future)
+        self._loop.call_soon_threadsafe(self._start, call, future)
+        return future
+
+    def _start(self, call: Call, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        if self._host.is_async(call.method):
+            task = self._loop.create_task(self._host.run_async(call))
+            task.add_done_callback(lambda t: _copy_task(t, future))
+            return
+        try:
+            settle(future, self._host.run(call))
+        except BaseException as exc:
+            settle(future, error=exc)
+
+    def alive(self) -> bool:
+        return not self._stopped
+
+    def stop(self, deadline: Optional[float]) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._calls.drain(deadline)
+        self._loop_thread.stop()
+
+
+def _copy_task(task: asyncio.Task, future: Future) -> None:
+    if task.cancelled():
+        future.cancel() or settle(future, error=CancelledError())
+    else:
+        settle(future, None if task.exception() else task.result(), task.exception())
+
+
+class AsyncioBackend(Backend):
+    """One worker on one event loop."""
+
+    name = "asyncio"
+    supports_pools = False
+
+    def spawn(self, spec: WorkerSpec) -> WorkerClient:
+        return AsyncioClient(spec)

@@ -1,0 +1,156 @@
+"""Process mode: each worker is a child process reached through a pipe.
+
+Messages are cloudpickled, so lambdas and classes defined in ``__main__`` or a
+notebook travel. A reader thread per worker settles futures as results arrive;
+when the pipe breaks because the child died, the call it was running fails at
+once with :class:`WorkerCrashedError` and the calls it had not started yet are
+handed back to the pool to run elsewhere.
+
+Sync calls run one at a time in the order sent, so the first unsettled sync
+call is the only one a dead child can have been running.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import cloudpickle
+
+from concurry_ray.errors import WorkerCrashedError, WorkerInitError
+from concurry_ray.futures import Future, cancelled, settle
+from concurry_ray.host import describe_unpicklable, is_async_method, rebuild_init_error
+from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
+
+from ._child import child_main
+
+_STOP = b"\0"
+
+
+class ProcessClient(WorkerClient):
+    """Client of one worker process."""
+
+    def __init__(self, spec: WorkerSpec, context: multiprocessing.context.BaseContext) -> None:
+        super().__init__()
+        self.label = spec.label
+        self.ready = Future()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, tuple[Call, Future, bool]] = {}
+        self._ids = iter(range(1, 1 << 62))
+        self._stopping = False
+        self._async_methods: dict[str, bool] = {}
+        self._cls = spec.cls
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=child_main, args=(child_conn, cloudpickle.dumps(spec)), name=spec.label, daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        self._reader = threading.Thread(target=self._read, name=f"{spec.label}-reader", daemon=True)
+        self._reader.start()
+
+    def pid(self) -> Optional[int]:
+        return self._process.pid
+
+    def submit(self, call: Call) -> Future:
+        future = Future()
+        try:
+            payload = cloudpickle.dumps(call)
+        except Exception as exc:
+            future.set_exception(describe_unpicklable(f"an argument of {call.method}()", call, exc, self.label))
+            return future
+        future.set_running_or_notify_cancel()
+        call_id = next(self._ids)
+        self._pending[call_id] = (call, future, self._is_async(call.method))
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(call_id.to_bytes(8, "little") + payload)
+        except (OSError, ValueError):
+            pass  # the reader thread sees the broken pipe and fails this call with the others
+        return future
+
+    def _is_async(self, method: str) -> bool:
+        known = self._async_methods.get(method)
+        if known is None:
+            known = self._async_methods[method] = is_async_method(self._cls, method)
+        return known
+
+    def _read(self) -> None:
+        try:
+            failure = cloudpickle.loads(self._conn.recv_bytes())
+            if failure is None:
+                self.ready.set_result(None)
+            else:
+                self.ready.set_exception(rebuild_init_error(*failure))
+            while True:
+                call_id, ok, value = cloudpickle.loads(self._conn.recv_bytes())
+                _, future, _ = self._pending.pop(call_id)
+                settle(future, value if ok else None, None if ok else value)
+        except (EOFError, OSError):
+            self._on_exit()
+
+    def _on_exit(self) -> None:
+        self._process.join(timeout=2)
+        if not self.ready.done():
+            settle(self.ready, error=WorkerInitError(
+                f"{self.label} exited during start-up ({self._exit_text()}). If a script starts process "
+                "workers at import time, put that code under `if __name__ == '__main__':` (the child "
+                "process imports the main module, as with ProcessPoolExecutor); its stderr shows why."
+            ))
+        if self._stopping:
+            for _, future, _ in list(self._pending.values()):
+                settle(future, error=cancelled(self.label))
+            self._pending.clear()
+            return
+        crash = WorkerCrashedError(f"{self.label} (pid {self._process.pid}) {self._exit_text()}")
+        pending = [self._pending.pop(call_id) for call_id in sorted(self._pending)]
+        self._died(crash, split_on_crash(pending, crash))
+
+    def _exit_text(self) -> str:
+        code = self._process.exitcode
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            return f"was killed by signal {signal.Signals(-code).name} (likely causes: kill -9, the OOM killer, a crash in native code)"
+        return f"exited with code {code}"
+
+    def alive(self) -> bool:
+        return self._process.is_alive() and not self._stopping
+
+    def stop(self, deadline: Optional[float]) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(_STOP)
+        except (OSError, ValueError):
+            pass
+        self._process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self._process.is_alive():
+            self._process.kill()
+        self._reader.join(timeout=5)
+        self._conn.close()
+
+    def kill(self) -> None:
+        """Kill the process at once (tests and health checks use it)."""
+        os.kill(self._process.pid, signal.SIGKILL)
+
+
+class ProcessBackend(Backend):
+    """Workers as child processes (``mp_context`` chooses fork, forkserver or spawn)."""
+
+    name = "process"
+    on_demand_default_max_workers = 4
+    crosses_process = True
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self._context = multiprocessing.get_context(options.mp_context)
+
+    def spawn(self, spec: WorkerSpec) -> WorkerClient:
+        return ProcessClient(spec, self._context)

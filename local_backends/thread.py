@@ -1,0 +1,96 @@
+"""Thread mode: each worker is one dedicated thread running calls in order."""
+
+from __future__ import annotations
+
+import time
+from queue import Empty, SimpleQueue
+from threading import Thread
+from typing import Optional
+
+from concurry_ray.errors import WorkerInitError
+from concurry_ray.futures import Future, chain, settle
+from concurry_ray.host import Host
+from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
+
+from ._inflight import InFlight
+
+_STOP = object()
+
+
+class ThreadClient(WorkerClient):
+    """A worker living in its own thread; async methods run on its private event loop."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__()
+        self.label = spec.label
+        self.ready = Future()
+        self._queue: SimpleQueue = SimpleQueue()
+        self._async_calls = InFlight()
+        self._deadline: Optional[float] = None
+        self._thread = Thread(target=self._main, args=(spec,), name=spec.label, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Call) -> Future:
+        future = Future()
+        self._queue.put((call, future))
+        return future
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _main(self, spec: WorkerSpec) -> None:
+        try:
+            host = Host(spec)
+        except WorkerInitError as exc:
+            self.ready.set_exception(exc)
+            return
+        self.ready.set_result(None)
+        try:
+            self._serve(host)
+            self._async_calls.drain(self._deadline)
+        finally:
+            host.close()
+
+    def _serve(self, host: Host) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            call, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            if host.is_async(call.method):
+                self._async_calls.add(future)
+                chain(host.run_on_loop(call), future)
+                continue
+            try:
+                settle(future, host.run(call))
+            except BaseException as exc:
+                settle(future, error=exc)
+
+    def stop(self, deadline: Optional[float]) -> None:
+        self._deadline = deadline
+        self._queue.put(_STOP)
+        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._cancel_queued()
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except Empty:
+                break
+            if item is not _STOP:
+                item[1].cancel()
+        self._queue.put(_STOP)
+
+
+class ThreadBackend(Backend):
+    """Workers as threads in this process."""
+
+    name = "thread"
+    on_demand_default_max_workers = 24
+
+    def spawn(self, spec: WorkerSpec) -> WorkerClient:
+        return ThreadClient(spec)

@@ -1,0 +1,46 @@
+"""Shared fixtures: one Ray runtime per test session, and mode parametrisation helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray workers and worker processes must import the test modules that define worker classes.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+ALL_MODES = ["sync", "asyncio", "thread", "process", "ray"]
+POOL_MODES = ["thread", "process", "ray"]
+RAY_ACTOR = {"num_cpus": 0.1}
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """Start one local Ray runtime for the whole session and shut it down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def mode_opts(request):
+    """Options for a test parametrised with ``mode``: small Ray actors, Ray started lazily."""
+
+    def build(mode: str, **extra):
+        if mode == "ray":
+            request.getfixturevalue("ray_runtime")
+            extra.setdefault("actor_options", RAY_ACTOR)
+        return {"mode": mode, **extra}
+
+    return build
