@@ -14,8 +14,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Ray workers and worker processes must import the test modules that define worker classes.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+for path in (str(TESTS), str(REPO)):
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
 
 ALL_MODES = ["sync", "asyncio", "thread", "process", "ray"]
 POOL_MODES = ["thread", "process", "ray"]

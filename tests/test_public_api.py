@@ -1,0 +1,19 @@
+"""The public API is exactly what __all__ says, and every public name is documented."""
+
+import inspect
+
+import concurry_ray
+
+
+def test_all_matches_public_names():
+    public = {name for name in vars(concurry_ray) if not name.startswith("_")}
+    modules = {name for name in public if inspect.ismodule(getattr(concurry_ray, name))}
+    assert set(concurry_ray.__all__) == public - modules
+    assert len(concurry_ray.__all__) == len(set(concurry_ray.__all__))
+
+
+def test_every_public_name_has_a_docstring():
+    for name in concurry_ray.__all__:
+        obj = getattr(concurry_ray, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
