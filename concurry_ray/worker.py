@@ -28,6 +28,13 @@ class Worker:
         """Validate options (raising ConfigError on a bad one) and return a builder."""
         return WorkerBuilder(cls, build_options(**options))
 
+    @classmethod
+    def _handle_class(cls) -> type:
+        """The handle type ``init()`` returns; subclasses such as TaskWorker return a richer one."""
+        from .pool import Pool
+
+        return Pool
+
     @property
     def limits(self) -> Any:
         """The LimitSet shared with this worker's pool (an empty one without ``limits=``)."""
@@ -52,9 +59,7 @@ class WorkerBuilder:
         Raises WorkerInitError, with the constructor's exception as cause, if the
         constructor fails; in every mode this happens here, not on the first call.
         """
-        from .pool import Pool
-
-        return Pool(self.cls, self.options, args, kwargs)
+        return self.cls._handle_class()(self.cls, self.options, args, kwargs)
 
     def __repr__(self) -> str:
         changed = self.options.model_dump(exclude_defaults=True)
