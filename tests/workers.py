@@ -64,3 +64,37 @@ class BrokenInit(Worker):
 
     def noop(self) -> None:
         return None
+
+
+class Stateful(Worker):
+    """The guide's StatefulWorker: counts its own calls."""
+
+    def __init__(self, multiplier: int = 2):
+        self.multiplier = multiplier
+        self.count = 0
+
+    def process(self, x: int) -> dict:
+        self.count += 1
+        return {"result": x * self.multiplier, "count": self.count, "pid": os.getpid(), "id": id(self)}
+
+    def slow(self, seconds: float) -> tuple:
+        time.sleep(seconds)
+        return self.ident()
+
+    def ident(self) -> tuple:
+        return (os.getpid(), id(self))
+
+    def healthy(self) -> bool:
+        return os.environ.get("CONCURRY_TEST_UNHEALTHY") != str(os.getpid())
+
+    def get_count(self) -> int:
+        return self.count
+
+
+class Tracker(Worker):
+    """Records start/end times of calls, to measure real concurrency."""
+
+    def work(self, seconds: float, tag=None) -> tuple:
+        start = time.time()
+        time.sleep(seconds)
+        return (start, time.time(), tag, os.getpid())
