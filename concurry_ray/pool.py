@@ -87,7 +87,7 @@ class Pool:
     call ``stop()``) to stop every worker. See ``get_pool_stats()`` for figures.
     """
 
-    def __init__(self, cls: type, options: WorkerOptions, args: tuple, kwargs: dict) -> None:
+    def __init__(self, cls: type, options: WorkerOptions, args: tuple, kwargs: dict, attach: Any = None) -> None:
         self._cls = cls
         self._options = options
         self._args, self._kwargs = args, kwargs
@@ -95,7 +95,7 @@ class Pool:
         self._backend: Backend = backend_class(options.mode)(options)
         self._balancer = make_balancer(options.balancing)
         self._lock = threading.RLock()
-        self._slots: list[Slot] = []
+        self._slots: dict[int, Slot] = {}
         self._parked: list[_Parked] = []
         self._seq = itertools.count()
         self._ids = itertools.count()
@@ -103,8 +103,9 @@ class Pool:
         self._total_dispatched = 0
         self._on_demand_clients: set = set()
         self._reaper: Optional[_Reaper] = None
-        self._extras = self._shared_extras()
-        self._start(options.pool_size)
+        self._extras = self._shared_extras() if attach is None else attach.extras
+        self._members = self._backend.membership(self, attach)
+        self._adopt_all(self._members.initial(options.pool_size))
 
     # ----- construction -------------------------------------------------
     def _shared_extras(self) -> dict:
@@ -118,20 +119,17 @@ class Pool:
         label = f"{self._options.name or self._cls.__name__}#{index} ({self._options.mode})"
         return WorkerSpec(self._cls, self._args, self._kwargs, self._options, label, self._extras)
 
-    def _start(self, count: int) -> None:
-        clients = [self._backend.spawn(self._spec()) for _ in range(count)]
-        errors = [c.ready.exception() for c in clients]
-        if any(errors):
-            for client in clients:
-                client.stop(time.monotonic())
-            raise next(e for e in errors if e is not None)
+    def _adopt_all(self, clients: list) -> None:
         with self._lock:
-            for client in clients:
-                self._adopt(Slot(len(self._slots), client))
+            for index, client in clients:
+                slot = Slot(index, client)
+                self._install(slot, client)
+                self._slots[index] = slot
 
-    def _adopt(self, slot: Slot) -> None:
-        slot.client.on_death = lambda client, error, unstarted: self._replace(slot, client, error, unstarted)
-        self._slots.append(slot)
+    def _install(self, slot: Slot, client: WorkerClient) -> None:
+        """Make ``client`` the worker of ``slot``; its death is reported to the membership."""
+        slot.client = client
+        client.on_death = lambda dead, error, unstarted: self._members.replace(slot, dead, error, unstarted)
 
     # ----- calling ----------------------------------------------------------
     def __getattr__(self, name: str) -> MethodCaller:
@@ -203,11 +201,15 @@ class Pool:
             return cap == 0 or self._on_demand_live < cap
         limit = self._options.max_queued_tasks
         if limit is None:
-            return True
-        return any(s.in_flight < limit for s in self._live_slots())
+            return bool(self._ready_slots())
+        return any(s.in_flight < limit for s in self._ready_slots())
 
     def _live_slots(self) -> list[Slot]:
-        return [s for s in self._slots if not s.retired]
+        return [s for s in self._slots.values() if not s.retired]
+
+    def _ready_slots(self) -> list[Slot]:
+        """Live slots whose worker can take calls now (not dead and awaiting a replacement)."""
+        return [s for s in self._slots.values() if not s.retired and s.client.alive()]
 
     def _send(self, call: Call) -> Future:
         """Send a call to a worker now (lock held)."""
@@ -219,14 +221,16 @@ class Pool:
         slot.dispatched += 1
         future = slot.client.submit(call)
         future.add_done_callback(lambda f: self._finished(slot, f))
+        self._members.touched()
         return future
 
     def _choose(self) -> Slot:
-        live = self._live_slots()
+        live = self._ready_slots()
         limit = self._options.max_queued_tasks
+        others = self._members.others_load()
         candidates = [s.index for s in live if limit is None or s.in_flight < limit]
-        active = {s.index: s.in_flight for s in live}
-        total = {s.index: s.dispatched for s in live}
+        active = {s.index: s.in_flight + others.get(s.index, (0, 0))[0] for s in live}
+        total = {s.index: s.dispatched + others.get(s.index, (0, 0))[1] for s in live}
         return self._slots[self._balancer.pick(candidates, active, total)]
 
     def _finished(self, slot: Slot, future: Future) -> None:
@@ -237,6 +241,7 @@ class Pool:
             else:
                 slot.completed += 1
             self._release_parked()
+        self._members.touched()
 
     def _release_parked(self) -> None:
         while self._parked and not self._stopped and self._has_capacity():
@@ -268,22 +273,6 @@ class Pool:
             self._reaper = _Reaper()
         return self._reaper.queue
 
-    # ----- failures -------------------------------------------------------------
-    def _replace(self, slot: Slot, client: WorkerClient, error: BaseException, unstarted: list) -> None:
-        """A worker died: start a replacement in its slot and re-dispatch the calls it never started."""
-        with self._lock:
-            if self._stopped or slot.retired or slot.client is not client:
-                for _, future in unstarted:
-                    settle(future, error=error)
-                return
-            slot.restarts += 1
-            slot.in_flight -= len(unstarted)
-            log.warning("concurry_ray: %s; starting a replacement", error)
-            slot.client = self._backend.spawn(self._spec())
-            slot.client.on_death = lambda c, e, u: self._replace(slot, c, e, u)
-            for call, future in unstarted:
-                chain(self._send(call), future)
-
     # ----- lifecycle ------------------------------------------------------------
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop every worker: running and queued calls finish first.
@@ -300,12 +289,7 @@ class Pool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for p in parked:
             p.future.cancel() or settle(p.future, error=PoolStoppedError(f"{self!r} stopped before this call was sent"))
-        clients = [s.client for s in self._slots] + list(self._on_demand_clients)
-        threads = [threading.Thread(target=c.stop, args=(deadline,), daemon=True) for c in clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        self._members.stop_clients(deadline)
         if self._reaper is not None:
             self._reaper.close()
         self._backend.shutdown()
@@ -332,14 +316,13 @@ class Pool:
             raise PoolStoppedError(f"{self!r} is stopped; it cannot be resized")
         live = self._live_slots()
         if max_workers > len(live):
-            self._start(max_workers - len(live))
+            self._adopt_all(self._members.start(max_workers - len(live)))
             return
         with self._lock:
             leaving = live[max_workers:]
             for slot in leaving:
                 slot.retired = True
-        for slot in leaving:
-            slot.client.stop(None)
+        self._members.retire(leaving)
 
     def broadcast(self, method: str, *args: Any, **kwargs: Any) -> list[Future]:
         """Call ``method`` once on every live worker; their futures in worker order."""
@@ -358,7 +341,14 @@ class Pool:
         return futures
 
     def get_pool_stats(self) -> dict:
-        """Pool size, state, balancer figures and per-worker health, as a plain dict."""
+        """Pool size, state, balancer figures and per-worker health, as a plain dict.
+
+        In Ray mode the figures cover every copy of this handle (tasks, actors,
+        Serve replicas), as collected by the pool's balancer actor.
+        """
+        return self._members.stats(self._local_stats())
+
+    def _local_stats(self) -> dict:
         with self._lock:
             live = self._live_slots()
             balancer: dict[str, Any] = {
@@ -388,6 +378,9 @@ class Pool:
             "worker" if self._options.pool_size == 1 else f"pool of {len(self._live_slots())}"
         )
         return f"<{self._cls.__name__} {kind}, mode={self._options.mode!r}, {state}>"
+
+    def __reduce__(self):
+        return self._members.reduce()
 
     def __del__(self) -> None:
         if not getattr(self, "_stopped", True) and getattr(self, "_slots", None) is not None:

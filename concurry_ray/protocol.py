@@ -128,6 +128,12 @@ class Backend(ABC):
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
         """Start a worker; return its client at once (``client.ready`` tells when it is built)."""
 
+    def membership(self, pool: Any, attach: Any = None) -> Any:
+        """How the pool starts and replaces workers; local pools spawn clients themselves."""
+        from .membership import LocalMembership
+
+        return LocalMembership(pool)
+
     def passes_natively(self, value: Any) -> bool:
         """True if ``value`` (a future) can be sent unresolved and the worker resolves it."""
         return False

@@ -42,6 +42,7 @@ class ProcessClient(WorkerClient):
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
         self._ids = iter(range(1, 1 << 62))
         self._stopping = False
+        self._exited = False
         self._async_methods: dict[str, bool] = {}
         self._cls = spec.cls
         self._conn, child_conn = context.Pipe()
@@ -94,6 +95,7 @@ class ProcessClient(WorkerClient):
             self._on_exit()
 
     def _on_exit(self) -> None:
+        self._exited = True
         self._process.join(timeout=2)
         if not self.ready.done():
             settle(self.ready, error=WorkerInitError(
@@ -119,7 +121,7 @@ class ProcessClient(WorkerClient):
         return f"exited with code {code}"
 
     def alive(self) -> bool:
-        return self._process.is_alive() and not self._stopping
+        return not self._exited and not self._stopping
 
     def stop(self, deadline: Optional[float]) -> None:
         if self._stopping:
