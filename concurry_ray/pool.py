@@ -114,9 +114,12 @@ class Pool:
         limits = pool_limits(self._options.limits, self._options.mode)
         return {"limits": limits} if limits is not None else {}
 
+    def _label_base(self) -> str:
+        return self._options.name or self._cls.__name__
+
     def _spec(self) -> WorkerSpec:
         index = next(self._ids)
-        label = f"{self._options.name or self._cls.__name__}#{index} ({self._options.mode})"
+        label = f"{self._label_base()}#{index} ({self._options.mode})"
         return WorkerSpec(self._cls, self._args, self._kwargs, self._options, label, self._extras)
 
     def _adopt_all(self, clients: list) -> None:

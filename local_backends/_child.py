@@ -71,3 +71,15 @@ def child_main(conn, spec_bytes: bytes) -> None:
     for future in list(pending):
         future.exception()
     host.close()
+    _release_nested_workers()
+
+
+def _release_nested_workers() -> None:
+    """Stop process workers this worker started and never stopped.
+
+    A worker process ends through multiprocessing's bootstrap, which joins its
+    children without running atexit hooks.
+    """
+    from .process import close_forgotten_workers
+
+    close_forgotten_workers()

@@ -12,11 +12,13 @@ call is the only one a dead child can have been running.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import signal
 import threading
 import time
+import weakref
 from typing import Optional
 
 import cloudpickle
@@ -47,10 +49,11 @@ class ProcessClient(WorkerClient):
         self._cls = spec.cls
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=child_main, args=(child_conn, cloudpickle.dumps(spec)), name=spec.label, daemon=True
+            target=child_main, args=(child_conn, cloudpickle.dumps(spec)), name=spec.label, daemon=False
         )
         self._process.start()
         child_conn.close()
+        _LIVE.add(self)
         self._reader = threading.Thread(target=self._read, name=f"{spec.label}-reader", daemon=True)
         self._reader.start()
 
@@ -137,10 +140,24 @@ class ProcessClient(WorkerClient):
             self._process.kill()
         self._reader.join(timeout=5)
         self._conn.close()
+        _LIVE.discard(self)
 
     def kill(self) -> None:
         """Kill the process at once (tests and health checks use it)."""
         os.kill(self._process.pid, signal.SIGKILL)
+
+
+# Worker processes are not daemonic (so a worker may start its own process pool).
+# At interpreter exit, stop workers nobody stopped before multiprocessing joins them.
+_LIVE: "weakref.WeakSet[ProcessClient]" = weakref.WeakSet()
+
+
+@atexit.register
+def close_forgotten_workers() -> None:
+    """Stop (within a few seconds) process workers that were never stopped."""
+    deadline = time.monotonic() + 5
+    for client in list(_LIVE):
+        client.stop(deadline)
 
 
 class ProcessBackend(Backend):

@@ -183,7 +183,12 @@ def test_killed_pool_worker_is_replaced_and_pool_keeps_serving(mode, mode_opts):
             running.result(timeout=10)
         results = gather([pool.process(i) for i in range(10)], timeout=60)
         assert [r["result"] for r in results] == [2 * i for i in range(10)]
+        assert idents[0][0] not in {r["pid"] for r in results}
+        deadline = time.monotonic() + 30
+        while sum(w["restarts"] for w in pool.get_pool_stats()["workers"].values()) < 1:
+            assert time.monotonic() < deadline, "the dead worker was not replaced within 30 s"
+            time.sleep(0.1)
         stats = pool.get_pool_stats()
         assert sum(w["restarts"] for w in stats["workers"].values()) == 1
-        assert all(w["alive"] for w in stats["workers"].values())
-        assert idents[0][0] not in {r["pid"] for r in results}
+        assert stats["total_workers"] == 2 and all(w["alive"] for w in stats["workers"].values())
+        assert len({i[0] for i in gather(pool.broadcast("ident"), timeout=30)} - {idents[0][0]}) == 2

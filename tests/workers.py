@@ -98,3 +98,37 @@ class Tracker(Worker):
         start = time.time()
         time.sleep(seconds)
         return (start, time.time(), tag, os.getpid())
+
+
+class Leaf(Worker):
+    """The guide's LeafWorker."""
+
+    def work(self, x: int) -> int:
+        return x * 2
+
+
+class Branch(Worker):
+    """The guide's BranchWorker: builds its own Ray pool of leaves."""
+
+    def __init__(self, leaf_mode: str = "ray"):
+        options = {"actor_options": {"num_cpus": 0.1}} if leaf_mode == "ray" else {}
+        self.leaf_pool = Leaf.options(mode=leaf_mode, max_workers=2, **options).init()
+
+    def process_group(self, values: list) -> list:
+        return [f.result() for f in [self.leaf_pool.work(x) for x in values]]
+
+    def leaf_stats(self) -> dict:
+        return self.leaf_pool.get_pool_stats()
+
+
+class Caller(Worker):
+    """Receives a pool handle and calls into it from wherever it runs."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def call(self, x: int) -> int:
+        return self.pool.work(x).result()
+
+    def stats(self) -> dict:
+        return self.pool.get_pool_stats()

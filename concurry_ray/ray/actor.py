@@ -72,16 +72,15 @@ def actor_class_for(cls: type) -> Any:
     if actor is None:
         is_async = has_async_methods(cls)
         methods = {name: _forwarder(name, is_async) for name in public_methods(cls)}
-        if is_async:
-            methods["__concurry_ping__"] = _async_ping
         namespace = {"__module__": __name__, "__qualname__": f"Host[{cls.__name__}]", **methods}
         generated = type(f"Host[{cls.__name__}]", (_HostActorBase,), namespace)
         actor = _ACTOR_CLASSES[cls] = ray.remote(generated)
     return actor
 
 
-async def _async_ping(self) -> None:
-    return None
+def start_actor(spec: WorkerSpec, actor_options: dict) -> Any:
+    """Create the actor hosting ``spec`` (returns at once; ``__concurry_ready__`` tells when built)."""
+    return actor_class_for(spec.cls).options(**actor_options).remote(spec)
 
 
 def _forwarder(name: str, is_async: bool):

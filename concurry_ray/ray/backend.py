@@ -13,7 +13,7 @@ from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
 from ..host import describe_unpicklable, is_async_method, rebuild_init_error
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
-from .actor import actor_class_for
+from .actor import start_actor
 from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
@@ -22,19 +22,20 @@ DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
 class RayClient(WorkerClient):
     """Client of one worker actor; calls go straight to the actor."""
 
-    def __init__(self, spec: WorkerSpec, actor_options: dict) -> None:
+    def __init__(self, actor: Any, cls: type, label: str, owner: bool = True) -> None:
         super().__init__()
-        self.label = spec.label
+        self.label = label
+        self.actor = actor
+        self.owner = owner
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
         self._ids = iter(range(1, 1 << 62))
-        self._cls = spec.cls
+        self._cls = cls
         self._dead = False
         self._stopping = False
         self._pid: Optional[int] = None
-        self.actor = actor_class_for(spec.cls).options(**actor_options).remote(spec)
         self.ready = Future()
-        future_from_ref(self.actor.__concurry_ready__.remote(), spec.label).add_done_callback(self._on_ready)
+        future_from_ref(actor.__concurry_ready__.remote(), label).add_done_callback(self._on_ready)
 
     def _on_ready(self, ready: Future) -> None:
         error = ready.exception()
@@ -90,16 +91,22 @@ class RayClient(WorkerClient):
     def alive(self) -> bool:
         return not self._dead and not self._stopping
 
-    def stop(self, deadline: Optional[float]) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
+    def drain(self, deadline: Optional[float]) -> None:
+        """Wait for this client's calls until ``deadline``; cancel those still pending then."""
         pending = [entry[1] for entry in list(self._pending.values())]
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         _, not_done = cf.wait(pending, timeout=timeout)
         for future in not_done:
             settle(future, error=cancelled(self.label))
-        ray.kill(self.actor, no_restart=True)
+
+    def stop(self, deadline: Optional[float]) -> None:
+        """Drain, then kill the actor if this client owns it (a copy of a pool handle only drains)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.drain(deadline)
+        if self.owner:
+            ray.kill(self.actor, no_restart=True)
 
     def kill(self) -> None:
         """Kill the actor at once (tests and health checks use it)."""
@@ -119,7 +126,12 @@ class RayBackend(Backend):
         self.actor_options = {**DEFAULT_ACTOR_OPTIONS, **options.actor_options}
 
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
-        return RayClient(spec, self.actor_options)
+        return RayClient(start_actor(spec, self.actor_options), spec.cls, spec.label)
+
+    def membership(self, pool: Any, attach: Any = None) -> Any:
+        from .membership import RayMembership
+
+        return RayMembership(pool, attach)
 
     def passes_natively(self, value: Any) -> bool:
         return getattr(value, "_ray_ref", None) is not None or isinstance(value, ray.ObjectRef)

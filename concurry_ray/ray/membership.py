@@ -1,0 +1,228 @@
+"""Ray pools: membership through the pool's balancer actor, and handles that travel.
+
+The handle a driver builds creates the balancer actor (which creates the worker
+actors). Pickling the handle gives a small object: the balancer's handle plus
+the worker class and options. Unpickled in a Ray task, actor or Serve replica,
+it asks the balancer for the members and dispatches straight to them. Each copy
+reports its counters to the balancer from a background thread that sleeps until
+there is something to report and then sends one batch, so calls never wait for
+the balancer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+
+import ray
+
+from ..host import rebuild_init_error
+from ..membership import LocalMembership, fail_all, resend
+from .backend import RayClient
+from .balancer import RemotePoolBalancer, unwrap
+
+if TYPE_CHECKING:
+    from ..pool import Pool, Slot
+
+log = logging.getLogger("concurry_ray")
+REPORT_BATCH_SECONDS = 0.02
+BALANCER_TIMEOUT = 120.0
+
+
+@dataclasses.dataclass
+class AttachInfo:
+    """What a pickled Ray pool handle carries."""
+
+    balancer: Any
+    cls: type
+    options: Any
+    extras: dict
+
+
+def attach_pool(info: AttachInfo) -> "Pool":
+    """Rebuild a pool handle from its pickled form (called by pickle)."""
+    return info.cls._handle_class()(info.cls, info.options, (), {}, attach=info)
+
+
+class RayMembership(LocalMembership):
+    """Members held by the pool's balancer actor; this handle reports to it in batches."""
+
+    def __init__(self, pool: "Pool", attach: Optional[AttachInfo]) -> None:
+        super().__init__(pool)
+        self.owner = attach is None
+        self.handle_id = uuid.uuid4().hex
+        if attach is None:
+            template = dataclasses.replace(pool._spec(), label=pool._label_base())
+            self.balancer = RemotePoolBalancer.remote(template, pool._backend.actor_options)
+        else:
+            self.balancer = attach.balancer
+        self._version = -1
+        self._others: dict[int, tuple[int, int]] = {}
+        self._dirty = threading.Event()
+        self._closed = False
+        self._flusher: Optional[threading.Thread] = None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self.balancer, method).remote(*args), timeout=BALANCER_TIMEOUT)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    def _clients(self, version: int, members: dict[int, Any]) -> list:
+        self._version = version
+        return [(i, self._client(i, actor)) for i, actor in sorted(members.items())]
+
+    def _client(self, index: int, actor: Any) -> RayClient:
+        label = f"{self.pool._label_base()}#{index} (ray)"
+        return RayClient(actor, self.pool._cls, label, owner=self.owner)
+
+    def initial(self, count: int) -> list:
+        if self.owner:
+            return self.start(count)
+        return self._clients(*self._call("members"))
+
+    def start(self, count: int) -> list:
+        if count == 0:
+            return self._clients(*self._call("members"))
+        version, members, failure = self._call("grow", count)
+        if failure is not None:
+            raise rebuild_init_error(*failure)
+        fresh = {i: a for i, a in members.items() if i not in self.pool._slots}
+        return self._clients(version, fresh)
+
+    def replace(self, slot: "Slot", client: RayClient, error: BaseException, unstarted: list) -> None:
+        """Ask the balancer for the replacement (once for all handles), off the Ray callback thread."""
+        threading.Thread(target=self._replace, args=(slot, client, error, unstarted), daemon=True).start()
+
+    def _replace(self, slot: "Slot", client: RayClient, error: BaseException, unstarted: list) -> None:
+        pool = self.pool
+        with pool._lock:
+            slot.in_flight -= len(unstarted)
+            stopped = pool._stopped
+        if stopped:
+            fail_all(unstarted, error)
+            return
+        try:
+            self._sync(*self._call("replace", slot.index, client.actor._actor_id.hex()))
+        except Exception as exc:
+            fail_all(unstarted, error)
+            if not pool._stopped:
+                log.error("concurry_ray: could not replace %s: %s", client.label, exc)
+            return
+        with pool._lock:
+            resend(pool, unstarted)
+
+    def _sync(self, version: int, members: dict[int, Any]) -> None:
+        """Make this handle's slots match the balancer's members."""
+        from ..pool import Slot
+
+        pool = self.pool
+        with pool._lock:
+            for index, actor in members.items():
+                slot = pool._slots.get(index)
+                if slot is None:
+                    pool._slots[index] = slot = Slot(index, self._client(index, actor))
+                    pool._install(slot, slot.client)
+                elif slot.client.actor._actor_id != actor._actor_id:
+                    slot.restarts += 1
+                    pool._install(slot, self._client(index, actor))
+            for index, slot in pool._slots.items():
+                if index not in members:
+                    slot.retired = True
+            self._version = version
+            pool._release_parked()
+            if not pool._ready_slots() and pool._parked:
+                self._fail_parked()
+
+    def _fail_parked(self) -> None:
+        from ..errors import WorkerCrashedError
+
+        error = WorkerCrashedError(f"{self.pool!r} has no live worker left (replacements failed to start)")
+        for parked in self.pool._parked:
+            parked.future.set_exception(error)
+        self.pool._parked.clear()
+
+    def retire(self, slots: list["Slot"]) -> None:
+        for slot in slots:
+            slot.client.drain(None)
+        self._version = self._call("retire", [s.index for s in slots])
+
+    def touched(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="concurry-ray-report", daemon=True)
+            self._flusher.start()
+        self._dirty.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closed:
+                return
+            time.sleep(REPORT_BATCH_SECONDS)
+            self._dirty.clear()
+            try:
+                self.flush()
+            except Exception:
+                if self._closed:
+                    return
+                raise
+
+    def flush(self) -> None:
+        """Send this handle's counters to the balancer and learn the others' loads."""
+        pool = self.pool
+        with pool._lock:
+            mine = {s.index: (s.dispatched, s.in_flight, s.completed, s.failed) for s in pool._slots.values()}
+            dispatched = pool._total_dispatched
+        version, loads = self._call("report", self.handle_id, mine, dispatched)
+        self._others = {
+            i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
+            for i, (active, total) in loads.items()
+        }
+        if version != self._version:
+            self._sync(*self._call("members"))
+
+    def others_load(self) -> dict[int, tuple[int, int]]:
+        return self._others
+
+    def stats(self, local: dict) -> dict:
+        """Figures from the balancer: every handle's calls, not only this one's."""
+        if self.pool._stopped and self.owner:
+            return local
+        self.flush()
+        shared = self._call("stats")
+        workers = shared["workers"]
+        balancer = dict(local["load_balancer"], total_dispatched=shared["total_dispatched"])
+        if "active_calls" in balancer:
+            balancer["active_calls"] = {i: w["in_flight"] for i, w in workers.items()}
+            balancer["total_active"] = sum(balancer["active_calls"].values())
+        if "total_calls" in balancer:
+            balancer["total_calls"] = {i: w["dispatched"] for i, w in workers.items()}
+        merged_workers = {i: {k: v for k, v in w.items() if k != "dispatched"} for i, w in workers.items()}
+        return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"])
+
+    def stop_clients(self, deadline: Optional[float]) -> None:
+        pool = self.pool
+        clients = [s.client for s in pool._slots.values()] + list(pool._on_demand_clients)
+        for client in clients:
+            client.drain(deadline)
+        self._closed = True
+        self._dirty.set()
+        if self.owner:
+            try:
+                self._call("shutdown")
+            finally:
+                ray.kill(self.balancer, no_restart=True)
+        else:
+            self.flush()
+        for client in pool._on_demand_clients:
+            client.stop(deadline)
+
+    def reduce(self) -> Any:
+        pool = self.pool
+        if pool._stopped:
+            raise TypeError(f"{pool!r} is stopped and cannot be passed on")
+        return attach_pool, (AttachInfo(self.balancer, pool._cls, pool._options, pool._extras),)

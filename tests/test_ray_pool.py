@@ -1,0 +1,81 @@
+"""Ray pools are Ray-native: the handle travels, the balancer is an actor, nested pools work."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+import ray
+from conftest import RAY_ACTOR
+from workers import Branch, Caller, Leaf
+
+from concurry_ray import gather
+
+
+@pytest.fixture
+def leaf_pool(ray_runtime):
+    pool = Leaf.options(mode="ray", max_workers=2, load_balancing="total", actor_options=RAY_ACTOR).init()
+    yield pool
+    pool.stop()
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    """Wait until predicate() is true (stats reach the balancer in batches)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_pool_handle_passed_to_a_ray_task_dispatches_into_the_same_pool(leaf_pool):
+    @ray.remote(num_cpus=0.1)
+    def use(pool, values):
+        results = [pool.work(v).result() for v in values]
+        return results, pool.get_pool_stats()["load_balancer"]["total_dispatched"]
+
+    assert gather([leaf_pool.work(i) for i in range(4)], timeout=30) == [0, 2, 4, 6]
+    results, seen_inside = ray.get(use.remote(leaf_pool, list(range(10))), timeout=60)
+    assert results == [2 * v for v in range(10)]
+    assert seen_inside == 14
+    wait_for(lambda: leaf_pool.get_pool_stats()["load_balancer"]["total_dispatched"] == 14)
+    stats = leaf_pool.get_pool_stats()
+    assert sum(stats["load_balancer"]["total_calls"].values()) == 14
+    assert sum(w["completed"] for w in stats["workers"].values()) == 14
+
+
+def test_pool_handle_passed_to_an_actor_pool(leaf_pool):
+    with Caller.options(mode="ray", max_workers=2, actor_options=RAY_ACTOR).init(leaf_pool) as callers:
+        assert gather([callers.call(i) for i in range(8)], timeout=60) == [2 * i for i in range(8)]
+        wait_for(lambda: leaf_pool.get_pool_stats()["load_balancer"]["total_dispatched"] == 8)
+        calls = leaf_pool.get_pool_stats()["load_balancer"]["total_calls"]
+        assert sorted(calls.values()) == [4, 4], "least-total balancing holds across handles"
+
+
+def test_local_pool_handles_refuse_to_pickle():
+    with Leaf.options(mode="thread", max_workers=2).init() as pool:
+        with pytest.raises(TypeError, match="only mode='ray' pools"):
+            pickle.dumps(pool)
+
+
+def test_nested_ray_pools_like_the_guide(ray_runtime):
+    with Branch.options(mode="ray", max_workers=2, actor_options={"num_cpus": 0.1}).init() as branches:
+        assert branches.process_group([1, 2, 3, 4, 5]).result(timeout=60) == [2, 4, 6, 8, 10]
+        stats = branches.leaf_stats().result(timeout=30)
+        assert stats["total_workers"] == 2 and stats["mode"] == "ray"
+
+
+@pytest.mark.parametrize("outer", ["thread", "process"])
+def test_coordinator_builds_a_process_pool_in_init(outer):
+    with Branch.options(mode=outer).init(leaf_mode="process") as coordinator:
+        assert coordinator.process_group([1, 2, 3]).result(timeout=60) == [2, 4, 6]
+
+
+def test_pool_actors_are_gone_after_stop(ray_runtime):
+    pool = Leaf.options(mode="ray", max_workers=2, actor_options=RAY_ACTOR).init()
+    assert pool.work(1).result(timeout=30) == 2
+    actors = [slot.client.actor for slot in pool._slots.values()] + [pool._members.balancer]
+    pool.stop()
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.__ray_ready__.remote(), timeout=30)
