@@ -220,8 +220,9 @@ class FixedWindow(Meter):
         return (index + 1) * self.window - now
 
     def take(self, amount: float, now: float) -> Receipt:
+        index = self._roll(now)
         self._count += amount
-        return Receipt(amount, self._roll(now))
+        return Receipt(amount, index)
 
     def finish(self, receipt: Receipt, used: float, now: float) -> None:
         if receipt.mark == self._roll(now):

@@ -128,7 +128,7 @@ class SharedLocalHolder(LocalHolder):
         )
 
 
-_NAMED: "weakref.WeakValueDictionary[str, LocalHolder]" = weakref.WeakValueDictionary()
+_NAMED: "weakref.WeakValueDictionary[tuple, LocalHolder]" = weakref.WeakValueDictionary()
 _NAMED_LOCK = threading.Lock()
 
 
@@ -137,9 +137,9 @@ def named_local(name: Optional[str], limits: Sequence, make: type[LocalHolder]) 
     if name is None:
         return make(Ledger(limits))
     with _NAMED_LOCK:
-        holder = _NAMED.get(name)
+        holder = _NAMED.get((make, name))
         if holder is None:
-            holder = _NAMED[name] = make(Ledger(limits))
+            holder = _NAMED[(make, name)] = make(Ledger(limits))
         else:
             check_same(name, definition(holder.ledger.limits.values()), definition(limits))
         return holder
