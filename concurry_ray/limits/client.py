@@ -151,14 +151,31 @@ class RemoteHolder(Holder):
         """The live connection (lock held), connecting first if there is none."""
         if self._conn is None:
             try:
-                conn = Client(self._locator[0], self._locator[1], authkey=self._locator[2])
-            except (OSError, EOFError) as exc:
-                raise self._unavailable(f"refused the connection ({exc})") from None
-            if self._locator[1] == "AF_INET":
-                tune_tcp(conn)
+                conn = self._dial()
+            except LimitsUnavailableError:
+                if self._relocate is None:
+                    raise
+                self._locator = self._find()
+                conn = self._dial()
             self._conn = conn
             threading.Thread(target=self._read, args=(conn,), name="concurry-limits-client", daemon=True).start()
         return self._conn
+
+    def _dial(self) -> Connection:
+        address, family, authkey = self._locator
+        try:
+            conn = Client(address, family, authkey=authkey)
+        except (OSError, EOFError) as exc:
+            raise self._unavailable(f"refused the connection ({exc})") from None
+        if family == "AF_INET":
+            tune_tcp(conn)
+        return conn
+
+    def _find(self) -> tuple:
+        try:
+            return self._relocate()
+        except Exception as exc:
+            raise self._unavailable(f"could not be found again ({type(exc).__name__}: {exc})") from None
 
     # ----- receiving -------------------------------------------------------------------
     def _read(self, conn: Connection) -> None:
@@ -190,10 +207,7 @@ class RemoteHolder(Holder):
         """After the connection dropped (lock held): find the holder again and restore our state there."""
         if self._relocate is None or not (self._pending or self._held):
             raise self._unavailable("closed the connection (its pool stopped or its process ended)")
-        try:
-            self._locator = self._relocate()
-        except Exception as exc:
-            raise self._unavailable(f"could not be found again ({type(exc).__name__}: {exc})") from None
+        self._locator = self._find()
         log.warning("concurry_ray: limits holder restarted; reconnecting and restoring %d grants", len(self._held))
         conn = self._connection()
         conn.send_bytes(pickle.dumps(("adopt", 0, dict(self._held))))

@@ -15,11 +15,15 @@ reconnect and report the grants they still hold.
 from __future__ import annotations
 
 import atexit
+import logging
 import uuid
 import warnings
 from functools import partial
 from typing import Any, Optional, Sequence
 
+import ray
+
+from ..ray.outcomes import ensure_ray
 from .client import RemoteHolder, client_for
 from .holders import EVERY_MODE, Holder, check_same
 from .ledger import Ledger
@@ -27,18 +31,17 @@ from .models import definition
 from .server import Server
 
 NAMESPACE = "concurry_ray"
-RESTART_GRACE = 5.0  # seconds resources stay closed after a restart while clients report what they hold
+RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clients report what they hold
 LOCATE_TIMEOUT = 60.0
 
 _ACTOR: Any = None
+_MADE_HERE: set[str] = set()  # unnamed holders this process created; removed at exit if still there
 
 
 class LimitsHolder:
     """The body of the detached actor: a ledger and the server in front of it."""
 
     def __init__(self, limits: Sequence) -> None:
-        import ray
-
         self._limits = tuple(limits)
         ledger = Ledger(self._limits)
         if _restarted():
@@ -55,8 +58,6 @@ class LimitsHolder:
 
 
 def _restarted() -> bool:
-    import ray
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray 2.60 flags its own internal use of a deprecated call
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
@@ -65,8 +66,6 @@ def _restarted() -> bool:
 def _actor_class() -> Any:
     global _ACTOR
     if _ACTOR is None:
-        import ray
-
         _ACTOR = ray.remote(LimitsHolder)
     return _ACTOR
 
@@ -80,16 +79,13 @@ class RayHolder(RemoteHolder):
 
 def locate(name: str) -> tuple:
     """Find the holder actor ``name`` (waiting while Ray restarts it) and return its locator."""
-    import ray
-
     actor = ray.get_actor(name, namespace=NAMESPACE)
     return ray.get(actor.locator.remote(), timeout=LOCATE_TIMEOUT)
 
 
 def remove_holder(name: str) -> bool:
     """Kill the holder actor ``name``; False if there was none."""
-    import ray
-
+    _MADE_HERE.discard(name)
     try:
         actor = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -100,31 +96,41 @@ def remove_holder(name: str) -> bool:
 
 def list_holders() -> list[str]:
     """Names of the limits holders alive on the connected Ray cluster."""
-    import ray
-
     return sorted(entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE)
 
 
 def open_ray(limits: Sequence, name: Optional[str]) -> Holder:
     """Create (or attach to) the holder actor of a shared set in Ray mode."""
-    import ray
-
-    from ..ray.outcomes import ensure_ray
-
     ensure_ray()
     if name is None:
         name = f"limits-{uuid.uuid4().hex[:12]}"
-        atexit.register(_remove_quietly, name)
+        _remember(name)
     actor = _actor_class().options(
-        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
     ).remote(tuple(limits))
     existing, locator = ray.get([actor.definition.remote(), actor.locator.remote()], timeout=LOCATE_TIMEOUT)
     check_same(name, existing, definition(limits))
     return client_for(RayHolder, name, locator, partial(locate, name), EVERY_MODE)
 
 
-def _remove_quietly(name: str) -> None:
-    try:
-        remove_holder(name)
-    except Exception:  # the runtime may be gone at exit; the CLI cleans what is left
-        pass
+def _remember(name: str) -> None:
+    if not _MADE_HERE:  # registered after ray.init, so it runs before Ray's own exit hook
+        atexit.unregister(_remove_made_here)
+        atexit.register(_remove_made_here)
+    _MADE_HERE.add(name)
+
+
+def _remove_made_here() -> None:
+    if not ray.is_initialized():
+        return  # the runtime is gone already; `list_holders()` finds what is left
+    for name in list(_MADE_HERE):
+        try:
+            remove_holder(name)
+        except Exception as exc:  # at exit, report and carry on with the others
+            logging.getLogger("concurry_ray").warning("concurry_ray: could not remove limits holder %s: %s", name, exc)
