@@ -49,12 +49,10 @@ class Limit(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe(type(self).__name__, exc)) from None
 
-    @field_validator("capacity")
+    @field_validator("capacity", mode="before")
     @classmethod
-    def _capacity(cls, value: float) -> float:
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"capacity={value!r} must be a number > 0 and finite")
-        return value
+    def _capacity(cls, value: Any) -> Any:
+        return positive_finite("capacity", value, "a number")
 
     @field_validator("key")
     @classmethod
@@ -96,9 +94,7 @@ class RateLimit(Limit):
                     f"{closest(value, WINDOW_NAMES)}; allowed names: {', '.join(WINDOW_NAMES)}"
                 )
             return seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"window_seconds={value!r} must be a number of seconds > 0 and finite")
-        return float(value)
+        return positive_finite("window_seconds", value, "a number of seconds")
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -145,6 +141,13 @@ class ResourceLimit(Limit):
 
 
 AnyLimit = Union[CallLimit, RateLimit, ResourceLimit]
+
+
+def positive_finite(field: str, value: Any, what: str) -> Any:
+    """``value`` if it is a number > 0 and finite; else the error naming ``field`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{field}={value!r} must be {what} > 0 and finite")
+    return value
 
 
 def check_limits(limits: Any) -> tuple[AnyLimit, ...]:
