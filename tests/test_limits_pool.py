@@ -139,16 +139,17 @@ def test_on_demand_workers_share_the_pool_budget(mode_opts):
 
 
 # ----- a worker that dies -----------------------------------------------------------------------
-def test_process_worker_killed_while_holding_a_slot_releases_it(mode_opts):
-    limits = LimitSet([ResourceLimit("slots", 1)], shared=True, mode="process")
-    with Limited.options(**mode_opts("process", max_workers=2, limits=limits)).init() as pool:
+@pytest.mark.parametrize("mode", ["process", "ray"])
+def test_worker_killed_while_holding_a_slot_releases_it(mode, mode_opts):
+    limits = LimitSet([ResourceLimit("slots", 1)], shared=True, mode=mode)
+    with Limited.options(**mode_opts(mode, max_workers=2, limits=limits)).init() as pool:
         gather([pool.pid() for _ in range(2)], timeout=30)
         pool.hold("slots", 60)
         busy = busy_worker_once_held(pool, limits)
         pool._slots[busy].client.kill()
         start = time.monotonic()
         pool.hold("slots", 0).result(timeout=10)
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 3  # released when its connection closed, not after a lease ran out
     limits.remove()
 
 

@@ -23,6 +23,7 @@ import os
 import pickle
 import socket
 import threading
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, Optional
 
@@ -56,7 +57,7 @@ class Server:
         while True:
             try:
                 conn = self._listener.accept()
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, AuthenticationError) as exc:
                 if self._closed:
                     return
                 log.debug("concurry_ray: limits server refused a connection: %s", exc)
@@ -84,7 +85,7 @@ class Server:
             pass
         self._listener.close()
         for session in sessions:
-            session.conn.close()
+            hang_up(session.conn)
 
 
 class Session:
@@ -170,18 +171,30 @@ class Session:
             self.ledger.cancel(waiter)  # one granted meanwhile is released by _granted()
         for grant in grants:
             self.ledger.release(grant, None)
-        self.conn.close()
+        hang_up(self.conn)
         self._on_close(self)
+
+
+def _socket_of(conn: Connection) -> socket.socket:
+    """A socket object for the connection's descriptor (closing it leaves the connection open)."""
+    return socket.socket(fileno=os.dup(conn.fileno()))
+
+
+def hang_up(conn: Connection) -> None:
+    """Close a connection so that a thread blocked reading it wakes up and the peer sees the end."""
+    try:
+        with _socket_of(conn) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+    conn.close()
 
 
 def tune_tcp(conn: Connection) -> None:
     """Send small messages at once (no Nagle delay) and notice a peer host that vanished (about 11 s)."""
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
+    with _socket_of(conn) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for name, value in KEEPALIVE.items():
             if hasattr(socket, name):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    finally:
-        sock.close()
