@@ -124,9 +124,15 @@ def test_one_limit_set_shared_by_two_pools(mode, mode_opts):
     shared.remove()
 
 
-def test_private_set_gives_each_worker_process_its_own_budget(mode_opts):
+NEEDS_HOST_HOOK = pytest.mark.xfail(
+    strict=True, reason="thread workers share one object until Host._build calls limits.for_worker()"
+)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("thread", marks=NEEDS_HOST_HOOK), "process", "ray"])
+def test_private_set_gives_each_worker_its_own_budget(mode, mode_opts):
     private = LimitSet([ResourceLimit("slots", 1)])
-    with Limited.options(**mode_opts("process", max_workers=2, limits=private)).init() as pool:
+    with Limited.options(**mode_opts(mode, max_workers=2, limits=private)).init() as pool:
         spans = gather([pool.hold("slots", 0.2) for _ in range(2)], timeout=60)
     assert most_at_once(spans) == 2
 

@@ -47,7 +47,7 @@ def test_grants_wait_and_release_through_the_connection(served):
     waiter.join(5)
     assert got and got[0] is not None
     second.release(got[0], None)
-    assert first.stats()["limits"]["slots"]["used"] == 0
+    assert second.stats()["limits"]["slots"]["used"] == 0  # same connection: after the release
 
 
 def test_timeout_withdraws_the_request(served):

@@ -44,12 +44,17 @@ class _Reply:
         self.withdrawn = False  # a cancellation was sent
         self.abandoned = False  # nobody will use a grant that still arrives: release it
 
-    def deliver(self, value: Any) -> None:
+    def deliver(self, value: Any) -> bool:
+        """Hand the answer over; False if nobody will take it (abandoned, or its event loop closed)."""
         self.value = value
         if self.loop is None:
             self.event.set()
-        else:
+            return not self.abandoned
+        try:
             self.loop.call_soon_threadsafe(_set_result, self.future, value)
+        except RuntimeError:
+            return False
+        return not self.abandoned
 
     def outcome(self) -> Any:
         if isinstance(self.value, BaseException):
@@ -185,11 +190,11 @@ class RemoteHolder(Holder):
                 reply = self._pending.pop(rid, None)
                 if reply is None:
                     continue
-                if value is True and reply.message[0] == "acq":
+                granted = value is True and reply.message[0] == "acq"
+                if granted:
                     self._held[rid] = reply.message[2]
-                    if reply.abandoned:
-                        self.release(rid, None)
-                reply.deliver(value)
+                if not reply.deliver(value) and granted:
+                    self.release(rid, None)
         except (EOFError, OSError):
             self._lost(conn)
 

@@ -78,7 +78,7 @@ class LocalHolder(Holder):
             return grant
         loop = asyncio.get_running_loop()
         granted = loop.create_future()
-        entry = self.ledger.request(amounts, lambda _: loop.call_soon_threadsafe(_resolve, granted))
+        entry = self.ledger.request(amounts, lambda grant: self._wake_loop(loop, granted, grant))
         if isinstance(entry, Grant):
             return entry
         try:
@@ -91,6 +91,12 @@ class LocalHolder(Holder):
                 self.ledger.release(late, None)
             raise
         return entry.grant
+
+    def _wake_loop(self, loop: asyncio.AbstractEventLoop, granted: asyncio.Future, grant: Grant) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, granted)
+        except RuntimeError:  # the loop closed while waiting: nobody will use the grant
+            self.ledger.release(grant, None)
 
     def release(self, grant: Grant, usage: Optional[Mapping[str, float]]) -> None:
         self.ledger.release(grant, usage)

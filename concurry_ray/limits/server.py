@@ -85,7 +85,7 @@ class Server:
             pass
         self._listener.close()
         for session in sessions:
-            hang_up(session.conn)
+            session.end()
 
 
 class Session:
@@ -162,6 +162,12 @@ class Session:
     def _stats(self, rid: int) -> None:
         self._reply(rid, self.ledger.stats())
 
+    def end(self) -> None:
+        """From now on answer nothing (grants still arriving are released), and hang up."""
+        with self._lock:
+            self._closed = True
+        hang_up(self.conn)
+
     def _close(self) -> None:
         with self._lock:
             self._closed = True
@@ -171,7 +177,7 @@ class Session:
             self.ledger.cancel(waiter)  # one granted meanwhile is released by _granted()
         for grant in grants:
             self.ledger.release(grant, None)
-        hang_up(self.conn)
+        self.conn.close()
         self._on_close(self)
 
 
@@ -181,13 +187,12 @@ def _socket_of(conn: Connection) -> socket.socket:
 
 
 def hang_up(conn: Connection) -> None:
-    """Close a connection so that a thread blocked reading it wakes up and the peer sees the end."""
+    """End a connection: the peer sees it end, and our thread reading it wakes up and closes it."""
     try:
         with _socket_of(conn) as sock:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
-        pass  # already closed
-    conn.close()
+        pass  # already closed by its reader
 
 
 def tune_tcp(conn: Connection) -> None:

@@ -6,10 +6,13 @@ nobody polls. The thread exists only while an alarm is set and ends when none is
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from typing import Callable
+
+log = logging.getLogger("concurry_ray")
 
 
 class Alarm:
@@ -46,4 +49,7 @@ class Alarm:
                         self._due = math.inf
                         break
                     self._cond.wait(remaining)
-            self._action()
+            try:
+                self._action()
+            except Exception:  # keep the alarm alive for the other waiters, and say what broke
+                log.exception("concurry_ray: limits alarm action failed")
