@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from concurry_ray import CallLimit, ConfigError, LimitSet, RateLimit, ResourceLimit
+from concurry_ray import CallLimit, ConfigError, LimitSet, RateLimit, ResourceLimit, Worker
 from concurry_ray.limits import empty_limits, pool_limits
 
 
@@ -262,6 +262,8 @@ def test_pool_limits_builds_one_owned_set_or_uses_a_given_one():
     for bad in ("tokens", CallLimit(1, 10), 5):
         with pytest.raises(ConfigError, match="limits="):
             pool_limits(bad, "thread")
+        with pytest.raises(ConfigError, match="limits="):
+            Worker.options(limits=bad)  # rejected with the other options, before anything starts
 
 
 def test_uncontended_thread_acquire_release_takes_microseconds():

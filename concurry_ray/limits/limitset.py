@@ -250,7 +250,7 @@ def pool_limits(limits: Any, mode: str) -> Optional[LimitSet]:
     where ``mode`` needs it and removed when the pool stops. A LimitSet: used as
     given (it must reach workers of ``mode``).
     """
-    if limits is None:
+    if check_limits_option(limits) is None:
         return None
     if isinstance(limits, LimitSet):
         if not limits.reaches(mode):
@@ -259,10 +259,18 @@ def pool_limits(limits: Any, mode: str) -> Optional[LimitSet]:
                 "build it with mode='ray' (any worker) or with the pool's mode"
             )
         return limits
+    limit_set = LimitSet(limits, shared=True, mode=mode)
+    limit_set._owned = True
+    return limit_set
+
+
+def check_limits_option(limits: Any) -> Any:
+    """``limits`` unchanged if it is a valid ``limits=`` option (None, a LimitSet, a list of limits)."""
+    if limits is None or isinstance(limits, LimitSet):
+        return limits
     if isinstance(limits, (list, tuple)):
-        limit_set = LimitSet(limits, shared=True, mode=mode)
-        limit_set._owned = True
-        return limit_set
+        check_limits(limits)
+        return limits
     raise ConfigError(
         f"limits={limits!r} is not allowed: pass a list of CallLimit/RateLimit/ResourceLimit "
         "(one budget shared by the pool) or a LimitSet"
