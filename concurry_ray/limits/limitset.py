@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, closest
@@ -78,7 +79,7 @@ class LimitSet:
         until all units are granted. Unknown keys and amounts above a key's
         capacity raise ``ConfigError`` at once, naming the key.
         """
-        if timeout is not None and not timeout >= 0:
+        if timeout is not None and not _within(timeout, math.inf):
             raise ConfigError(f"timeout={timeout!r} must be None (wait as long as needed) or a number of seconds >= 0")
         return Acquisition(self, self._amounts(requested), timeout)
 
@@ -98,11 +99,7 @@ class LimitSet:
         for key, amount in amounts.items():
             if key not in capacity:
                 raise ConfigError(self._unknown(key))
-            try:
-                fits = 0 <= amount <= capacity[key]
-            except TypeError:
-                fits = False
-            if not fits:
+            if not _within(amount, capacity[key]):
                 raise ConfigError(
                     f"requested {key!r}={amount!r}: it must be a number from 0 to the key's capacity "
                     f"{capacity[key]:g} (more could never be granted)"
@@ -166,6 +163,14 @@ class LimitSet:
         return f"<LimitSet [{keys}] {where}{named}>"
 
 
+def _within(value: Any, upper: float) -> bool:
+    """Whether ``value`` is a number from 0 to ``upper``."""
+    try:
+        return 0 <= value <= upper
+    except TypeError:
+        return False
+
+
 def _open_holder(limits: tuple, shared: bool, mode: str, name: Optional[str]) -> Holder:
     if not shared:
         return PrivateHolder.fresh(limits)
@@ -221,11 +226,7 @@ class Acquisition:
         for key, used in usage.items():
             if key not in self.requested:
                 raise ConfigError(f"usage of {key!r} was reported but it was not requested (requested: {self.requested})")
-            try:
-                fits = 0 <= used <= self.requested[key]
-            except TypeError:
-                fits = False
-            if not fits or (key == CALL_KEY and used != 1):
+            if not _within(used, self.requested[key]) or (key == CALL_KEY and used != 1):
                 raise ConfigError(
                     f"usage {key!r}={used!r} must be a number from 0 to the {self.requested[key]:g} requested"
                     + (" (each acquire counts exactly one call)" if key == CALL_KEY else "")
