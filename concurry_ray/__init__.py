@@ -31,6 +31,7 @@ from .futures import (
     gather,
     wait,
 )
+from .limits import Acquisition, CallLimit, LimitSet, RateLimit, ResourceLimit
 from .pool import Pool
 from .worker import Worker, WorkerBuilder
 
@@ -39,6 +40,11 @@ __all__ = [
     "WorkerBuilder",
     "Pool",
     "Future",
+    "LimitSet",
+    "CallLimit",
+    "RateLimit",
+    "ResourceLimit",
+    "Acquisition",
     "wait",
     "gather",
     "as_completed",

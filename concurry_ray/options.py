@@ -80,6 +80,13 @@ class WorkerOptions(BaseModel):
     def _balancing(cls, value: Any) -> Optional[str]:
         return None if value is None else _canonical_balancing(value)
 
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        from .limits.limitset import check_limits_option
+
+        return check_limits_option(value)
+
     @field_validator("max_workers", "max_queued_tasks")
     @classmethod
     def _non_negative(cls, value: Optional[int], info) -> Optional[int]:

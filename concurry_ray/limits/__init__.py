@@ -1,19 +1,23 @@
-"""Rate, call and resource limits (placeholder until the limits issue lands)."""
+"""Rate, call and resource limits shared by a worker, a pool, a cluster or many drivers.
 
-from __future__ import annotations
+Models (``models.py``), rate algorithms as pure state machines
+(``algorithms.py``), the budget with its fair queue (``ledger.py``, woken by the
+one-thread alarm of ``wakeup.py``), the holders that keep a budget in each mode
+(``holders.py``, ``served.py``, ``ray_holder.py``, with ``server.py`` and
+``client.py`` as their wire), and the ``LimitSet`` a worker uses as
+``self.limits`` (``limitset.py``). See ``docs/limits.md``.
+"""
 
-from typing import Any, Optional
+from .limitset import Acquisition, LimitSet, empty_limits, pool_limits
+from .models import CallLimit, Limit, RateLimit, ResourceLimit
 
-from ..errors import ConfigError
-
-
-def pool_limits(limits: Any, mode: str) -> Optional[Any]:
-    """The LimitSet a pool's workers share, built from the ``limits=`` option."""
-    if limits is None:
-        return None
-    raise ConfigError("limits= is not supported yet")
-
-
-def empty_limits() -> Any:
-    """A LimitSet with no limits."""
-    return None
+__all__ = [
+    "Acquisition",
+    "CallLimit",
+    "Limit",
+    "LimitSet",
+    "RateLimit",
+    "ResourceLimit",
+    "empty_limits",
+    "pool_limits",
+]

@@ -1,0 +1,166 @@
+"""The holder protocol, and the in-process holder used by sync, asyncio and thread modes.
+
+A *holder* keeps the budget of a LimitSet and answers four questions, whatever
+process or machine it lives in::
+
+    acquire(amounts, timeout)         a grant, or None when ``timeout`` passed (0: do not wait)
+    acquire_async(amounts, timeout)   the same for async code, without blocking the event loop
+    release(grant, usage)             end an acquisition (never raises)
+    stats()                           usage per key
+
+``reaches`` names the pool modes whose workers can use the holder. The
+in-process :class:`LocalHolder` wraps a :class:`~.ledger.Ledger`; the process
+and Ray holders reach one over a connection (see ``server.py`` and ``client.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+from ..errors import ConfigError
+from .ledger import Grant, Ledger
+from .models import definition
+
+IN_PROCESS = ("sync", "asyncio", "thread")
+EVERY_MODE = IN_PROCESS + ("process", "ray")
+
+
+class Holder(ABC):
+    """Where a LimitSet's budget lives; see the module docstring."""
+
+    reaches: ClassVar[tuple[str, ...]] = IN_PROCESS
+
+    @abstractmethod
+    def acquire(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Any]:
+        """Block until granted (a grant) or ``timeout`` seconds pass (None)."""
+
+    @abstractmethod
+    async def acquire_async(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Any]:
+        """Await a grant (or None after ``timeout`` seconds) without blocking the loop."""
+
+    @abstractmethod
+    def release(self, grant: Any, usage: Optional[Mapping[str, float]]) -> None:
+        """End an acquisition; ``usage`` None means everything requested was used."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """The ledger's stats."""
+
+    def close(self) -> None:
+        """Remove the holder and its budget (only its owner calls this)."""
+
+
+class LocalHolder(Holder):
+    """A ledger in this process: a lock, a queue, and an Event per waiting thread."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def acquire(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Grant]:
+        grant = self.ledger.try_take(amounts)
+        if grant is not None or timeout == 0:
+            return grant
+        granted = threading.Event()
+        entry = self.ledger.request(amounts, lambda _: granted.set())
+        if isinstance(entry, Grant):
+            return entry
+        if granted.wait(timeout):
+            return entry.grant
+        return self.ledger.cancel(entry)
+
+    async def acquire_async(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Grant]:
+        grant = self.ledger.try_take(amounts)
+        if grant is not None or timeout == 0:
+            return grant
+        loop = asyncio.get_running_loop()
+        granted = loop.create_future()
+        entry = self.ledger.request(amounts, lambda grant: self._wake_loop(loop, granted, grant))
+        if isinstance(entry, Grant):
+            return entry
+        try:
+            await asyncio.wait_for(granted, timeout)
+        except TimeoutError:
+            return self.ledger.cancel(entry)
+        except asyncio.CancelledError:
+            late = self.ledger.cancel(entry)
+            if late is not None:
+                self.ledger.release(late, None)
+            raise
+        return entry.grant
+
+    def _wake_loop(self, loop: asyncio.AbstractEventLoop, granted: asyncio.Future, grant: Grant) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, granted)
+        except RuntimeError:  # the loop closed while waiting: nobody will use the grant
+            self.ledger.release(grant, None)
+
+    def release(self, grant: Grant, usage: Optional[Mapping[str, float]]) -> None:
+        self.ledger.release(grant, usage)
+
+    def stats(self) -> dict:
+        return self.ledger.stats()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class PrivateHolder(LocalHolder):
+    """The holder of a set with ``shared=False``: a copy sent elsewhere gets a fresh budget of its own."""
+
+    reaches = EVERY_MODE
+
+    def __reduce__(self):
+        return (PrivateHolder.fresh, (tuple(self.ledger.limits.values()),))
+
+    @classmethod
+    def fresh(cls, limits: Sequence) -> "PrivateHolder":
+        """A new holder with a full budget for ``limits``."""
+        return cls(Ledger(limits))
+
+
+class SharedLocalHolder(LocalHolder):
+    """The holder of a shared set in sync, asyncio or thread mode: it cannot leave its process."""
+
+    def __reduce__(self):
+        raise TypeError(
+            "a LimitSet with mode='thread' (or 'sync', 'asyncio') is held in one process and cannot be sent "
+            "to another; build it with mode='process' or mode='ray' to share it across processes"
+        )
+
+
+_NAMED: "weakref.WeakValueDictionary[tuple, LocalHolder]" = weakref.WeakValueDictionary()
+_NAMED_LOCK = threading.Lock()
+
+
+def named_local(name: Optional[str], limits: Sequence, make: type[LocalHolder]) -> LocalHolder:
+    """A new holder of type ``make``, or the live one of that name in this process (same limits only)."""
+    if name is None:
+        return make(Ledger(limits))
+    with _NAMED_LOCK:
+        holder = _NAMED.get((make, name))
+        if holder is None:
+            holder = _NAMED[(make, name)] = make(Ledger(limits))
+        else:
+            check_same(name, definition(holder.ledger.limits.values()), definition(limits))
+        return holder
+
+
+def open_local(limits: Sequence, name: Optional[str]) -> Holder:
+    """The holder of a shared set in sync, asyncio or thread mode."""
+    return named_local(name, limits, SharedLocalHolder)
+
+
+def check_same(name: str, existing: list, wanted: list) -> None:
+    """ConfigError showing both definitions when a name is reused for different limits."""
+    if existing != wanted:
+        raise ConfigError(
+            f"a LimitSet named {name!r} already exists with different limits:\n"
+            f"  existing: {existing}\n  yours:    {wanted}\n"
+            "use the same limits to share its budget, or another name"
+        )

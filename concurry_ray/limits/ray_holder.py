@@ -1,0 +1,136 @@
+"""The Ray-mode holder: a named detached actor that serves one ledger to the whole cluster.
+
+The actor lives in the namespace ``concurry_ray`` under the set's name (a
+generated ``limits-<id>`` when unnamed) and is created with get-if-exists
+semantics, so every driver, job or Serve replica that builds a LimitSet of that
+name attaches to the same budget. It needs no CPU. Calls do not go through Ray
+actor methods: the actor runs a :class:`~.server.Server` on its node's address,
+and each process talks to it over one direct connection, a single network round
+trip per acquisition and none per release. Ray is used to create, find and
+restart the holder. A holder that Ray restarts starts conservatively: every rate
+limit as if just used up, resources closed for a grace period while the clients
+reconnect and report the grants they still hold.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import uuid
+import warnings
+from functools import partial
+from typing import Any, Optional, Sequence
+
+import ray
+
+from ..ray.outcomes import ensure_ray
+from .client import RemoteHolder, client_for
+from .holders import EVERY_MODE, Holder, check_same
+from .ledger import Ledger
+from .models import definition
+from .server import Server
+
+NAMESPACE = "concurry_ray"
+RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clients report what they hold
+LOCATE_TIMEOUT = 60.0
+
+_ACTOR: Any = None
+_MADE_HERE: set[str] = set()  # unnamed holders this process created; removed at exit if still there
+
+
+class LimitsHolder:
+    """The body of the detached actor: a ledger and the server in front of it."""
+
+    def __init__(self, limits: Sequence) -> None:
+        self._limits = tuple(limits)
+        ledger = Ledger(self._limits)
+        if _restarted():
+            ledger.saturate(RESTART_GRACE)
+        self._server = Server(ledger, host=ray.util.get_node_ip_address())
+
+    def definition(self) -> list:
+        """The limits this holder enforces, comparable with ``models.definition``."""
+        return definition(self._limits)
+
+    def locator(self) -> tuple:
+        """Where clients connect: (address, family, authkey)."""
+        return self._server.locator
+
+
+def _restarted() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray 2.60 flags its own internal use of a deprecated call
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+def _actor_class() -> Any:
+    global _ACTOR
+    if _ACTOR is None:
+        _ACTOR = ray.remote(LimitsHolder)
+    return _ACTOR
+
+
+class RayHolder(RemoteHolder):
+    """A client of a holder actor; ``close()`` kills the actor (and its budget) for everyone."""
+
+    def close(self) -> None:
+        remove_holder(self.key)
+
+
+def locate(name: str) -> tuple:
+    """Find the holder actor ``name`` (waiting while Ray restarts it) and return its locator."""
+    actor = ray.get_actor(name, namespace=NAMESPACE)
+    return ray.get(actor.locator.remote(), timeout=LOCATE_TIMEOUT)
+
+
+def remove_holder(name: str) -> bool:
+    """Kill the holder actor ``name``; False if there was none."""
+    _MADE_HERE.discard(name)
+    try:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(actor, no_restart=True)
+    return True
+
+
+def list_holders() -> list[str]:
+    """Names of the limits holders alive on the connected Ray cluster."""
+    return sorted(entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE)
+
+
+def open_ray(limits: Sequence, name: Optional[str]) -> Holder:
+    """Create (or attach to) the holder actor of a shared set in Ray mode."""
+    ensure_ray()
+    if name is None:
+        name = f"limits-{uuid.uuid4().hex[:12]}"
+        _remember(name)
+    actor = _actor_class().options(
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
+    ).remote(tuple(limits))
+    existing, locator = ray.get([actor.definition.remote(), actor.locator.remote()], timeout=LOCATE_TIMEOUT)
+    check_same(name, existing, definition(limits))
+    return client_for(RayHolder, name, locator, partial(locate, name), EVERY_MODE)
+
+
+def _remember(name: str) -> None:
+    if not _MADE_HERE:  # registered after ray.init, so it runs before Ray's own exit hook
+        atexit.unregister(_remove_made_here)
+        atexit.register(_remove_made_here)
+    _MADE_HERE.add(name)
+
+
+def _remove_made_here() -> None:
+    if not ray.is_initialized():
+        return  # the runtime is gone already; `list_holders()` finds what is left
+    for name in list(_MADE_HERE):
+        try:
+            remove_holder(name)
+        except Exception as exc:  # at exit, report and carry on with the others
+            logging.getLogger("concurry_ray").warning("concurry_ray: could not remove limits holder %s: %s", name, exc)
