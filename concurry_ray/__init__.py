@@ -10,6 +10,7 @@
         print(pool.double(21).result())   # 42
 """
 
+from .config import global_config, temp_config
 from .errors import (
     CallTimeoutError,
     ConfigError,
@@ -32,12 +33,20 @@ from .futures import (
     wait,
 )
 from .pool import Pool
+from .progress import ProgressBar
+from .task import Task, TaskWorker, task
 from .worker import Worker, WorkerBuilder
 
 __all__ = [
     "Worker",
     "WorkerBuilder",
     "Pool",
+    "TaskWorker",
+    "Task",
+    "task",
+    "ProgressBar",
+    "global_config",
+    "temp_config",
     "Future",
     "wait",
     "gather",
