@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import random
 import threading
 import time
@@ -297,19 +299,21 @@ def _failed(error: BaseException) -> CFuture:
 
 class Suicidal(Worker):
     def die_once(self, marker: str) -> int:
-        import os
-        import pathlib
-
+        """Kills its process the first time (writing its pid to ``marker``); returns its pid after."""
         path = pathlib.Path(marker)
         if not path.exists():
-            path.write_text("died")
+            path.write_text(str(os.getpid()))
             os._exit(1)
         return os.getpid()
 
 
 @pytest.mark.skipif(not hasattr(pool_module, "crash_retries"), reason="pool.py does not wire retry.crash_retries yet")
 @pytest.mark.parametrize("mode", ["process", "ray"])
-def test_crash_is_retried_on_another_worker(mode, mode_opts, tmp_path):
-    opts = mode_opts(mode, max_workers=2, num_retries=1, retry_on=[WorkerCrashedError])
+@pytest.mark.parametrize("size", [1, 2])
+def test_crash_is_retried_on_another_worker(mode, size, mode_opts, tmp_path):
+    marker = tmp_path / "marker"
+    opts = mode_opts(mode, max_workers=size, num_retries=1, retry_on=[WorkerCrashedError])
     with Suicidal.options(**opts).init() as pool:
-        assert isinstance(pool.die_once(str(tmp_path / "marker")).result(timeout=30), int)
+        pid = pool.die_once(str(marker)).result(timeout=30)
+        assert pid != int(marker.read_text())
+        assert pool.get_pool_stats()["load_balancer"]["crash_retries"] == 1
