@@ -38,7 +38,8 @@ class ProgressBar:
         **tqdm_options: Any,
     ) -> None:
         if style not in STYLES:
-            raise ConfigError(f"style={style!r} is not a progress bar style{closest(style, STYLES)}; allowed: {', '.join(STYLES)}")
+            hint = closest(style, STYLES)
+            raise ConfigError(f"style={style!r} is not a progress bar style{hint}; allowed: {', '.join(STYLES)}")
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self._iterable = iterable

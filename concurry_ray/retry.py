@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .errors import RetryValidationError, WorkerCrashedError, closest
+from .errors import ConfigError, RetryValidationError, WorkerCrashedError, closest
 from .futures import Future, chain, settle
 from .protocol import Call
 
@@ -115,7 +115,8 @@ def _count(field: str, value: Any) -> int:
 def _algorithm(field: str, value: Any) -> str:
     name = str(getattr(value, "value", value)).lower()
     if name not in BACKOFF:
-        raise ValueError(f"{field}={value!r} is not a retry algorithm{closest(name, BACKOFF)}; allowed: {', '.join(BACKOFF)}")
+        hint = closest(name, BACKOFF)
+        raise ValueError(f"{field}={value!r} is not a retry algorithm{hint}; allowed: {', '.join(BACKOFF)}")
     return name
 
 
@@ -177,14 +178,16 @@ def check_option(field: str, value: Any) -> Any:
 
 
 def check_method_names(options: Any, methods: Any, class_name: str) -> None:
-    """Raise ValueError if a per-method retry dict names a method the worker class does not have."""
+    """Raise ConfigError if a per-method retry dict names a method the worker class does not have."""
     for field in RETRY_OPTIONS:
         value = getattr(options, field)
-        if isinstance(value, dict):
-            unknown = [m for m in value if m != "*" and m not in methods]
-            if unknown:
-                hints = "; ".join(f"{m!r}{closest(m, methods)}" for m in unknown)
-                raise ValueError(f"{field} names methods that {class_name} does not have: {hints}")
+        unknown = [m for m in value if m != "*" and m not in methods] if isinstance(value, dict) else []
+        if unknown:
+            hints = "; ".join(f"{m!r}{closest(m, methods)}" for m in unknown)
+            raise ConfigError(
+                f"{field} names methods that {class_name} does not have: {hints}; "
+                f"allowed: '*', {', '.join(sorted(methods))}"
+            )
 
 
 def option_for(options: Any, field: str, method: str) -> Any:

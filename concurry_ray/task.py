@@ -117,7 +117,11 @@ class TaskPool(Pool):
             raise ValueError(f"buffersize={buffersize!r} must be >= 1 (or None for 4 per worker)")
         window = buffersize or max(64, 4 * self._options.worker_cap)
         bar = _progress_bar(progress, iterables)
-        return ordered_results(lambda item: self._future(method, (fn, *item), {}), zip(*iterables), window, timeout, bar)
+        submit = functools.partial(self._item_future, method, fn)
+        return ordered_results(submit, zip(*iterables), window, timeout, bar)
+
+    def _item_future(self, method: str, fn: Any, item: tuple) -> Future:
+        return self._future(method, (fn, *item), {})
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         future = self._future(method, args, kwargs)
@@ -222,12 +226,17 @@ class Task:
             return self._pool
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function with these arguments on a worker: a Future (the value with ``blocking=True``)."""
         return self._handle()._call(self._method, (None, *args), kwargs)
 
     submit = __call__
 
     def map(
-        self, *iterables: Iterable, timeout: Optional[float] = None, buffersize: Optional[int] = None, progress: Any = False
+        self,
+        *iterables: Iterable,
+        timeout: Optional[float] = None,
+        buffersize: Optional[int] = None,
+        progress: Any = False,
     ) -> Iterator:
         """The function applied to the items of ``iterables`` on every worker, in input order (see TaskPool.map)."""
         return self._handle()._map(self._method, None, iterables, timeout, buffersize, progress)
@@ -255,7 +264,9 @@ class Task:
 
 
 def task(fn: Optional[Callable] = None, /, **options: Any) -> Any:
-    """Turn a function into a :class:`Task` that runs on workers: ``@task`` or ``@task(mode="process", max_workers=4)``.
+    """Turn a function into a :class:`Task` that runs on workers.
+
+    Use it bare (``@task``) or with options (``@task(mode="process", max_workers=4)``).
 
     ``options`` are those of ``Worker.options()`` and are validated here. The
     workers start on the first call, each built with the function, so it is

@@ -18,7 +18,7 @@ from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashe
 from concurry_ray import pool as pool_module
 from concurry_ray.options import build_options
 from concurry_ray.protocol import Call
-from concurry_ray.retry import Backoff, RetryRunner, crash_retries, follow_crashes
+from concurry_ray.retry import Backoff, RetryRunner, check_method_names, crash_retries, follow_crashes
 
 FAST = {"retry_wait": 0.01, "retry_jitter": 0.0}
 
@@ -235,7 +235,7 @@ def test_limits_are_released_between_attempts(mode_opts):
     [
         ({"num_retries": -1}, "num_retries=-1 must be an integer >= 0"),
         ({"num_retries": 1.5}, "num_retries=1.5 must be an integer >= 0"),
-        ({"retry_algorithm": "exponentail"}, "retry_algorithm='exponentail' is not a retry algorithm (did you mean 'exponential'?)"),
+        ({"retry_algorithm": "exponentail"}, "retry_algorithm='exponentail' is not a retry algorithm (did you mean"),
         ({"retry_wait": -0.1}, "retry_wait=-0.1 must be >= 0"),
         ({"retry_jitter": 1.5}, "retry_jitter=1.5 must be between 0 and 1"),
         ({"retry_max_wait": -1}, "retry_max_wait=-1 must be >= 0"),
@@ -251,6 +251,13 @@ def test_bad_retry_options_raise_config_error(options, message):
     with pytest.raises(ConfigError) as info:
         Flaky.options(**options)
     assert message in str(info.value)
+
+
+def test_per_method_dicts_must_name_existing_methods():
+    options = build_options(num_retries={"*": 0, "fail_time": 2})
+    with pytest.raises(ConfigError, match="Flaky does not have: 'fail_time' \\(did you mean 'fail_times'\\?\\)"):
+        check_method_names(options, {"fail_times", "attempts"}, "Flaky")
+    check_method_names(build_options(num_retries={"*": 1, "fail_times": 2}), {"fail_times"}, "Flaky")
 
 
 def test_retry_options_accept_aliases_and_normalise():

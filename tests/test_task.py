@@ -127,7 +127,8 @@ def test_map_timeout_and_failing_item():
 def test_map_progress_bar_counts_results():
     out = io.StringIO()
     with TaskWorker.options(mode="thread", max_workers=2).init() as pool:
-        assert list(pool.map(square, range(10), progress={"file": out, "desc": "squares"})) == [x * x for x in range(10)]
+        results = list(pool.map(square, range(10), progress={"file": out, "desc": "squares"}))
+    assert results == [x * x for x in range(10)]
     assert "squares" in out.getvalue() and "10/10" in out.getvalue()
 
 

@@ -56,7 +56,8 @@ DECORATED = [MorphicValidated, PydanticValidated]
 @pytest.mark.parametrize("mode", ALL_MODES)
 @pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
 def test_model_workers_validate_fields(cls, mode, mode_opts):
-    with cls.options(**mode_opts(mode, max_workers=2 if mode in POOL_MODES else 1)).init(name="p", multiplier="3") as pool:
+    opts = mode_opts(mode, max_workers=2 if mode in POOL_MODES else 1)
+    with cls.options(**opts).init(name="p", multiplier="3") as pool:
         assert [f.result(timeout=30) for f in [pool.process(i) for i in range(4)]] == [0, 3, 6, 9]
     with pytest.raises(WorkerInitError, match="multiplier") as info:
         cls.options(**mode_opts(mode)).init(name="p", multiplier=0)
