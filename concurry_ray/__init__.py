@@ -10,6 +10,7 @@
         print(pool.double(21).result())   # 42
 """
 
+from .config import global_config, temp_config
 from .errors import (
     CallTimeoutError,
     ConfigError,
@@ -33,12 +34,20 @@ from .futures import (
 )
 from .limits import Acquisition, CallLimit, LimitSet, RateLimit, ResourceLimit
 from .pool import Pool
+from .progress import ProgressBar
+from .task import Task, TaskWorker, task
 from .worker import Worker, WorkerBuilder
 
 __all__ = [
     "Worker",
     "WorkerBuilder",
     "Pool",
+    "TaskWorker",
+    "Task",
+    "task",
+    "ProgressBar",
+    "global_config",
+    "temp_config",
     "Future",
     "LimitSet",
     "CallLimit",

@@ -1,19 +1,180 @@
-"""Global defaults for worker options."""
+"""Default values of worker options: set once for a program, or temporarily for a block of code.
+
+Every option of ``.options()`` takes its value from, most specific first:
+
+1. the argument given to ``.options()``;
+2. a :func:`temp_config` override for the worker's mode, then for every mode,
+   innermost block first (visible only in the thread or asyncio task that
+   opened the block);
+3. ``global_config.<mode>.<option>`` (``global_config.ray.num_retries = 5``);
+4. ``global_config.defaults.<option>`` (``global_config.defaults.mode = "process"``);
+5. the shipped default (see :class:`~concurry_ray.options.WorkerOptions`).
+
+Values are validated when they are set, with the same rules as ``.options()``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+import threading
+from typing import Any, Iterator, Optional
+
+from .errors import ConfigError, closest
+from .protocol import MODES, canonical_mode
+
+EVERY_MODE = "*"
+_temporary: contextvars.ContextVar[dict] = contextvars.ContextVar("concurry_ray_temp_config", default={})
+
+
+class ConfigScope:
+    """The defaults of one mode (``global_config.ray``) or of every mode (``global_config.defaults``).
+
+    Read an option as an attribute to get its effective default for this scope;
+    assign it to change the default (validated at once, ConfigError if bad).
+    """
+
+    def __init__(self, config: "GlobalConfig", scope: str) -> None:
+        object.__setattr__(self, "_config", config)
+        object.__setattr__(self, "_scope", scope)
+
+    def __getattr__(self, option: str) -> Any:
+        if option.startswith("_"):
+            raise AttributeError(option)
+        return self._config.default(option, None if self._scope == EVERY_MODE else self._scope)
+
+    def __setattr__(self, option: str, value: Any) -> None:
+        self._config.set(self._scope, **{option: value})
+
+    def as_dict(self) -> dict:
+        """Every option's effective default in this scope."""
+        from .options import WorkerOptions
+
+        return {option: getattr(self, option) for option in WorkerOptions.model_fields}
+
+    def __repr__(self) -> str:
+        return f"<concurry_ray defaults for {'every mode' if self._scope == EVERY_MODE else self._scope!r}>"
 
 
 class GlobalConfig:
-    """Defaults used when an option is not given to ``.options()``."""
+    """The program-wide defaults of worker options: ``defaults`` for every mode, one scope per mode.
+
+    ``global_config.defaults.num_retries = 3`` applies to every new worker;
+    ``global_config.ray.actor_options = {"num_cpus": 0.5}`` only to Ray workers.
+    Workers already started keep the options they were built with.
+    """
 
     def __init__(self) -> None:
-        self._defaults: dict[str, Any] = {"mode": "thread"}
+        self._lock = threading.Lock()
+        self._settings: dict[str, dict[str, Any]] = {}
+        self.defaults = ConfigScope(self, EVERY_MODE)
+        self.sync = ConfigScope(self, "sync")
+        self.asyncio = ConfigScope(self, "asyncio")
+        self.thread = ConfigScope(self, "thread")
+        self.process = ConfigScope(self, "process")
+        self.ray = ConfigScope(self, "ray")
 
-    def default(self, field: str) -> Any:
-        """The default value of ``field``."""
-        return self._defaults[field]
+    def set(self, scope: str, **values: Any) -> None:
+        """Set defaults for ``scope`` (a mode name, or ``"*"`` for every mode), validating them first."""
+        checked = validated(scope, values, f"global_config.{'defaults' if scope == EVERY_MODE else scope}")
+        with self._lock:
+            settings = {name: dict(options) for name, options in self._settings.items()}
+            settings.setdefault(scope, {}).update(checked)
+            self._settings = settings
+
+    def reset(self) -> None:
+        """Forget every default set on ``global_config`` (temp_config blocks are unaffected)."""
+        with self._lock:
+            self._settings = {}
+
+    def overrides(self, mode: Optional[str]) -> dict:
+        """Every configured default that applies to ``mode`` (None: to every mode), most specific last merged."""
+        temporary = _temporary.get()
+        merged: dict = {}
+        for layer in (self._settings, temporary):
+            merged.update(layer.get(EVERY_MODE, {}))
+            if mode is not None:
+                merged.update(layer.get(mode, {}))
+        return merged
+
+    def default(self, option: str, mode: Optional[str] = None) -> Any:
+        """The effective default of ``option`` for ``mode`` (None: the default for every mode)."""
+        from .options import WorkerOptions
+
+        field = WorkerOptions.model_fields.get(option)
+        if field is None:
+            raise AttributeError(f"no option {option!r}{closest(option, WorkerOptions.model_fields)}")
+        overrides = self.overrides(mode)
+        if option in overrides:
+            return overrides[option]
+        return field.get_default(call_default_factory=True)
+
+    def fill(self, options: dict) -> dict:
+        """``options`` (as given to ``.options()``) completed with the configured defaults."""
+        if options.get("mode") is None:
+            options = {**options, "mode": self.default("mode")}
+        configured = self.overrides(_mode_or_none(options["mode"]))
+        missing = {k: _copy(v) for k, v in configured.items() if k not in options and k != "mode"}
+        return {**missing, **options} if missing else options
+
+
+def _mode_or_none(mode: Any) -> Optional[str]:
+    try:
+        return canonical_mode(mode)
+    except ConfigError:
+        return None
+
+
+def _copy(value: Any) -> Any:
+    return type(value)(value) if isinstance(value, (list, dict, set)) else value
+
+
+def validated(scope: str, values: dict, where: str) -> dict:
+    """``values`` checked as ``.options()`` would check them in ``scope``, in their stored (canonical) form."""
+    from .options import build_options
+
+    if scope != EVERY_MODE and "mode" in values:
+        raise ConfigError(f"{where}: 'mode' is chosen for every mode (global_config.defaults.mode), not per mode")
+    given = dict(values) if scope == EVERY_MODE else {**values, "mode": scope}
+    try:
+        built = build_options(**given)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return {option: getattr(built, option) for option in values}
+
+
+def _parse(settings: dict) -> dict[str, dict[str, Any]]:
+    """``temp_config`` keywords (``num_retries``, ``global_num_retries``, ``ray_num_retries``) by scope."""
+    scopes: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        scope, option = EVERY_MODE, key
+        prefix, _, rest = key.partition("_")
+        if prefix == "global" and rest:
+            option = rest
+        elif prefix in MODES and rest:
+            scope, option = prefix, rest
+        scopes.setdefault(scope, {})[option] = value
+    return scopes
+
+
+@contextlib.contextmanager
+def temp_config(**settings: Any) -> Iterator[GlobalConfig]:
+    """Override option defaults inside a ``with`` block, for the current thread or asyncio task only.
+
+    Keywords name an option for every mode (``num_retries=3``, also spelled
+    ``global_num_retries=3``) or for one mode (``ray_num_retries=5``,
+    ``thread_max_workers=4``). Values are validated on entry; the previous
+    defaults come back on exit, also after an exception. Blocks nest, and other
+    threads never see them. Also usable as a decorator.
+    """
+    layers = {scope: validated(scope, values, "temp_config") for scope, values in _parse(settings).items()}
+    current = _temporary.get()
+    merged = {scope: {**current.get(scope, {}), **layers.get(scope, {})} for scope in {*current, *layers}}
+    token = _temporary.set(merged)
+    try:
+        yield global_config
+    finally:
+        _temporary.reset(token)
 
 
 global_config = GlobalConfig()

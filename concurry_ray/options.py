@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError, closest
 from .protocol import backend_class, canonical_mode
+from .retry import RETRY_OPTIONS
+from .retry import check_option as check_retry_option
 
 BALANCING_ALIASES = {
     "round_robin": "round_robin",
@@ -25,7 +27,6 @@ BALANCING_ALIASES = {
     "random": "random",
     "rand": "random",
 }
-RETRY_ALGORITHMS = ("exponential", "linear", "fibonacci", "fixed")
 
 PerMethod = Union[Any, dict]
 
@@ -48,7 +49,7 @@ class WorkerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
-    mode: str = Field(default_factory=lambda: _default("mode"))
+    mode: str = "thread"
     blocking: bool = False
     max_workers: Optional[int] = None
     load_balancing: Optional[str] = None
@@ -69,6 +70,13 @@ class WorkerOptions(BaseModel):
     health_check: Optional[Union[str, Callable]] = None
     health_check_interval: float = 10.0
     call_timeout: Optional[float] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _configured_defaults(cls, data: Any) -> Any:
+        from .config import global_config
+
+        return global_config.fill(data) if isinstance(data, dict) else data
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -93,6 +101,11 @@ class WorkerOptions(BaseModel):
         if value is not None and value < 0:
             raise ValueError(f"{info.field_name}={value} must be >= 0")
         return value
+
+    @field_validator(*RETRY_OPTIONS)
+    @classmethod
+    def _retry_option(cls, value: Any, info) -> Any:
+        return check_retry_option(info.field_name, value)
 
     @field_validator("health_check_interval")
     @classmethod
@@ -150,12 +163,6 @@ class WorkerOptions(BaseModel):
     def balancing(self) -> str:
         """The canonical balancing algorithm, taking the on-demand default into account."""
         return self.load_balancing or ("random" if self.on_demand else "round_robin")
-
-
-def _default(field: str) -> Any:
-    from .config import global_config
-
-    return global_config.default(field)
 
 
 def build_options(**opts: Any) -> WorkerOptions:

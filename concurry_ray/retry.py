@@ -1,24 +1,430 @@
-"""Retry policy applied by the host around every call (see issue: retries)."""
+"""Retries: running a call again, on the same worker, when an attempt fails.
+
+A call on a worker is one *attempt* at first. With ``num_retries=N`` the worker
+may make up to N more attempts of the same call before it gives up. Three small
+strategies decide what happens after each attempt, and each sees the same
+record of the call (attempt number, method, arguments, elapsed time):
+
+* **retry_on** decides whether an exception is worth another attempt: exception
+  types (``[ConnectionError, TimeoutError]``) and/or predicates called with the
+  keywords ``exception, attempt, method_name, worker_class, worker_class_name,
+  args, kwargs, elapsed_time``. Anything else is raised at once.
+* **retry_until** decides whether a *result* is acceptable: validators called as
+  ``validator(result, attempt=..., method_name=..., ...)``; every one must
+  return true. When no attempt is left, :class:`RetryValidationError` lists what
+  each attempt returned or raised.
+* **the backoff** decides how long to wait before attempt n+1:
+  ``retry_algorithm`` scales ``retry_wait`` (``fixed``: w, ``linear``: n·w,
+  ``fibonacci``: fib(n)·w, ``exponential``: 2ⁿ⁻¹·w), ``retry_max_wait`` caps it,
+  and ``retry_jitter`` (a fraction in [0, 1]) removes a random part of it, so a
+  jitter of 0.3 sleeps between 70 % and 100 % of the computed wait and 0 sleeps
+  exactly that long. Jitter spreads out workers that failed together.
+
+Every option may also be a dict per method, with ``"*"`` as the default for the
+others: ``num_retries={"*": 0, "fetch": 3}``.
+
+Retries run inside the worker that received the call (no round trip to the
+caller), sync methods sleeping with ``time.sleep`` and async ones with
+``await asyncio.sleep``. Limits are released between attempts because an
+attempt acquires them in a ``with self.limits.acquire(...)`` block, which
+releases on the way out, also when the attempt raises.
+
+A worker that *dies* cannot retry its own call; the pool re-sends it to another
+worker when ``retry_on`` names :class:`WorkerCrashedError` (see
+:func:`crash_retries` and :func:`follow_crashes`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import asyncio
+import concurrent.futures as cf
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
+from .errors import ConfigError, RetryValidationError, WorkerCrashedError, closest
+from .futures import Future, chain, settle
 from .protocol import Call
+
+RETRY_OPTIONS = (
+    "num_retries",
+    "retry_on",
+    "retry_algorithm",
+    "retry_wait",
+    "retry_jitter",
+    "retry_max_wait",
+    "retry_until",
+)
+
+
+# ----- backoff ------------------------------------------------------------------
+
+
+def _fibonacci(n: int) -> int:
+    a, b = 1, 1
+    for _ in range(n - 1):
+        a, b = b, a + b
+    return a
+
+
+BACKOFF: dict[str, Callable[[float, int], float]] = {
+    "exponential": lambda wait, n: wait * 2 ** (n - 1),
+    "linear": lambda wait, n: wait * n,
+    "fibonacci": lambda wait, n: wait * _fibonacci(n),
+    "fixed": lambda wait, n: wait,
+}
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before the next attempt: ``seconds(n, rng)`` after the n-th failure."""
+
+    algorithm: str = "exponential"
+    wait: float = 1.0
+    jitter: float = 0.3
+    max_wait: Optional[float] = None
+
+    def seconds(self, failures: int, rng: random.Random) -> float:
+        """The wait after ``failures`` failed attempts, capped, then reduced by up to ``jitter`` of itself."""
+        wait = BACKOFF[self.algorithm](self.wait, failures)
+        if self.max_wait is not None:
+            wait = min(wait, self.max_wait)
+        return wait * (1.0 - self.jitter * rng.random())
+
+
+# ----- checking options (used by WorkerOptions' validators) ----------------------
+
+
+def _number(field: str, value: Any, low: float, high: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field}={value!r} must be a number of seconds or a fraction, not {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{field}={value!r} must be {allowed}")
+    return float(value)
+
+
+def _count(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field}={value!r} must be an integer >= 0 (how many attempts after the first)")
+    return value
+
+
+def _algorithm(field: str, value: Any) -> str:
+    name = str(getattr(value, "value", value)).lower()
+    if name not in BACKOFF:
+        hint = closest(name, BACKOFF)
+        raise ValueError(f"{field}={value!r} is not a retry algorithm{hint}; allowed: {', '.join(BACKOFF)}")
+    return name
+
+
+def _is_exception_type(item: Any) -> bool:
+    return isinstance(item, type) and issubclass(item, BaseException)
+
+
+def _retry_on(field: str, value: Any) -> tuple:
+    items = tuple(value) if isinstance(value, (list, tuple, set, frozenset)) else (value,)
+    for item in items:
+        if (isinstance(item, type) and not _is_exception_type(item)) or not callable(item):
+            raise ValueError(
+                f"{field}={value!r}: {item!r} is not allowed; give exception types (subclasses of "
+                "BaseException) and/or predicates f(exception, **context) -> bool"
+            )
+    return items
+
+
+def _retry_until(field: str, value: Any) -> Optional[tuple]:
+    if value is None:
+        return None
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    for item in items:
+        if not callable(item) or isinstance(item, type):
+            raise ValueError(
+                f"{field}={value!r}: {item!r} is not allowed; give None or validators f(result, **context) -> bool"
+            )
+    return items
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "num_retries": _count,
+    "retry_on": _retry_on,
+    "retry_algorithm": _algorithm,
+    "retry_wait": lambda field, value: _number(field, value, 0),
+    "retry_jitter": lambda field, value: _number(field, value, 0, 1),
+    "retry_max_wait": lambda field, value: None if value is None else _number(field, value, 0),
+    "retry_until": _retry_until,
+}
+
+
+def check_option(field: str, value: Any) -> Any:
+    """Validate and normalise one retry option, either a single value or a per-method dict with ``"*"``.
+
+    Raises ValueError naming the field (and method), the value and what is allowed.
+    """
+    check = _CHECKS[field]
+    if not isinstance(value, dict):
+        return check(field, value)
+    if "*" not in value:
+        raise ValueError(
+            f"{field}={value!r}: a per-method dict needs a '*' entry, the value for every other method "
+            f"(e.g. {{'*': ..., {next(iter(value), 'method')!r}: ...}})"
+        )
+    for method in value:
+        if not isinstance(method, str):
+            raise ValueError(f"{field}={value!r}: keys must be method names or '*', got {method!r}")
+    return {method: check(f"{field}[{method!r}]", item) for method, item in value.items()}
+
+
+def check_method_names(options: Any, methods: Any, class_name: str) -> None:
+    """Raise ConfigError if a per-method retry dict names a method the worker class does not have."""
+    for field in RETRY_OPTIONS:
+        value = getattr(options, field)
+        unknown = [m for m in value if m != "*" and m not in methods] if isinstance(value, dict) else []
+        if unknown:
+            hints = "; ".join(f"{m!r}{closest(m, methods)}" for m in unknown)
+            raise ConfigError(
+                f"{field} names methods that {class_name} does not have: {hints}; "
+                f"allowed: '*', {', '.join(sorted(methods))}"
+            )
+
+
+def option_for(options: Any, field: str, method: str) -> Any:
+    """The value of a retry option for ``method``, looking through a per-method dict."""
+    value = getattr(options, field)
+    if isinstance(value, dict):
+        value = value.get(method, value["*"])
+    return check_option(field, value)
+
+
+# ----- the policy of one method -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry options that apply to one method, normalised."""
+
+    num_retries: int = 0
+    retry_on: tuple = (Exception,)
+    backoff: Backoff = Backoff()
+    until: Optional[tuple] = None
+
+    @classmethod
+    def for_method(cls, options: Any, method: str) -> "RetryPolicy":
+        """The policy for ``method`` under a worker's options."""
+        return cls(
+            num_retries=option_for(options, "num_retries", method),
+            retry_on=option_for(options, "retry_on", method),
+            backoff=Backoff(
+                option_for(options, "retry_algorithm", method),
+                option_for(options, "retry_wait", method),
+                option_for(options, "retry_jitter", method),
+                option_for(options, "retry_max_wait", method),
+            ),
+            until=option_for(options, "retry_until", method),
+        )
+
+    @property
+    def trivial(self) -> bool:
+        """True when a call is simply run once (no retries, no validation)."""
+        return self.num_retries == 0 and not self.until
+
+
+class Attempts:
+    """The record of one call's attempts; decides after each whether to try again."""
+
+    def __init__(self, policy: RetryPolicy, call: Call, worker_class: type) -> None:
+        self.policy = policy
+        self.call = call
+        self.worker_class = worker_class
+        self.number = 1
+        self.started = time.monotonic()
+        self.outcomes: list = []
+
+    def context(self) -> dict:
+        """The keywords every retry_on predicate and retry_until validator receives."""
+        return {
+            "attempt": self.number,
+            "method_name": self.call.method,
+            "worker_class": self.worker_class,
+            "worker_class_name": self.worker_class.__name__,
+            "args": self.call.args,
+            "kwargs": self.call.kwargs,
+            "elapsed_time": time.monotonic() - self.started,
+        }
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the last allowed attempt has been made."""
+        return self.number > self.policy.num_retries
+
+    def should_retry(self, error: Exception) -> bool:
+        """After an attempt raised: True to try again; False to raise ``error`` now."""
+        self.outcomes.append(error)
+        if not self._retryable(error):
+            return False
+        if self.exhausted:
+            error.add_note(f"concurry_ray: {self._where()} gave up after {self.number} attempts")
+            return False
+        return True
+
+    def _retryable(self, error: Exception) -> bool:
+        context = None
+        for rule in self.policy.retry_on:
+            if _is_exception_type(rule):
+                if isinstance(error, rule):
+                    return True
+                continue
+            context = context or self.context()
+            if rule(exception=error, **context):
+                return True
+        return False
+
+    def accepts(self, result: Any) -> bool:
+        """After an attempt returned: True to return ``result``; False to try again.
+
+        Raises RetryValidationError when ``result`` is rejected and no attempt is left.
+        """
+        if not self.policy.until:
+            return True
+        context = self.context()
+        if all(validator(result, **context) for validator in self.policy.until):
+            return True
+        self.outcomes.append(result)
+        if self.exhausted:
+            raise RetryValidationError(self._rejected_message(), self.outcomes)
+        return False
+
+    def next_wait(self, rng: random.Random) -> float:
+        """Seconds to sleep before the next attempt (and count the attempt)."""
+        wait = self.policy.backoff.seconds(self.number, rng)
+        self.number += 1
+        return wait
+
+    def _where(self) -> str:
+        return f"{self.worker_class.__name__}.{self.call.method}()"
+
+    def _rejected_message(self) -> str:
+        lines = [f"attempt {i}: {_describe_outcome(o)}" for i, o in enumerate(self.outcomes, start=1)]
+        return (
+            f"{self._where()}: retry_until rejected every attempt ({len(self.outcomes)} of "
+            f"{self.policy.num_retries + 1}); " + "; ".join(lines)
+            + ". Raise num_retries, relax the validators, or handle RetryValidationError.attempts"
+        )
+
+
+def _describe_outcome(outcome: Any) -> str:
+    if isinstance(outcome, BaseException):
+        return f"raised {type(outcome).__name__}: {outcome}"[:200]
+    return f"returned {outcome!r}"[:200]
+
+
+# ----- running calls ------------------------------------------------------------------
 
 
 class RetryRunner:
-    """Runs a bound method under the worker's retry options."""
+    """Runs each call of one worker under that worker's retry options.
 
-    def __init__(self, options: Any, worker_class: type, limits: Any) -> None:
+    The host owns one runner per worker. ``retries`` counts the extra attempts
+    this worker made (the pool reports it as the worker's retry count).
+    ``limits`` is accepted for the host's sake only: an attempt acquires limits
+    in its own ``with`` block, which releases them before the next attempt.
+    """
+
+    def __init__(self, options: Any, worker_class: type, limits: Any = None) -> None:
         self.options = options
         self.worker_class = worker_class
-        self.limits = limits
+        self.retries = 0
+        self._policies: dict[str, RetryPolicy] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    def policy(self, method: str) -> RetryPolicy:
+        """The retry policy of ``method`` (computed once per method)."""
+        policy = self._policies.get(method)
+        if policy is None:
+            policy = self._policies[method] = RetryPolicy.for_method(self.options, method)
+        return policy
 
     def run(self, call: Call, bound: Callable) -> Any:
-        """Call ``bound`` with the call's arguments."""
-        return bound(*call.args, **call.kwargs)
+        """Call ``bound`` with the call's arguments, retrying as the policy says."""
+        policy = self.policy(call.method)
+        if policy.trivial:
+            return bound(*call.args, **call.kwargs)
+        attempts = Attempts(policy, call, self.worker_class)
+        while True:
+            try:
+                result = bound(*call.args, **call.kwargs)
+            except Exception as error:
+                if not attempts.should_retry(error):
+                    raise
+            else:
+                if attempts.accepts(result):
+                    return result
+            time.sleep(self._next_wait(attempts))
 
     async def run_async(self, call: Call, bound: Callable) -> Any:
-        """Await ``bound`` with the call's arguments."""
-        return await bound(*call.args, **call.kwargs)
+        """Await ``bound`` with the call's arguments, retrying as the policy says."""
+        policy = self.policy(call.method)
+        if policy.trivial:
+            return await bound(*call.args, **call.kwargs)
+        attempts = Attempts(policy, call, self.worker_class)
+        while True:
+            try:
+                result = await bound(*call.args, **call.kwargs)
+            except Exception as error:
+                if not attempts.should_retry(error):
+                    raise
+            else:
+                if attempts.accepts(result):
+                    return result
+            await asyncio.sleep(self._next_wait(attempts))
+
+    def _next_wait(self, attempts: Attempts) -> float:
+        with self._lock:
+            self.retries += 1
+            return attempts.next_wait(self._rng)
+
+
+# ----- crashes: re-sending a call to another worker of the pool ---------------------------
+
+
+def crash_retries(options: Any, method_name: str) -> int:
+    """How many times a call that failed with WorkerCrashedError may be sent to another worker.
+
+    ``num_retries`` for that method when its ``retry_on`` names WorkerCrashedError
+    (or a subclass); otherwise 0: a crash is never retried by default, since
+    running a call again that may have killed its worker can kill the next one.
+    """
+    if options.num_retries == 0:
+        return 0
+    retry_on = option_for(options, "retry_on", method_name)
+    if any(_is_exception_type(rule) and issubclass(rule, WorkerCrashedError) for rule in retry_on):
+        return option_for(options, "num_retries", method_name)
+    return 0
+
+
+def follow_crashes(first: cf.Future, resend: Callable[[], cf.Future], retries: int) -> Future:
+    """A future with the outcome of ``first``, re-sending the call up to ``retries`` times on a crash.
+
+    ``resend()`` dispatches the call again (to another worker) and returns its
+    future; if it raises (the pool was stopped), that error is the outcome.
+    """
+    outer = Future()
+    outer.set_running_or_notify_cancel()
+
+    def follow(done: cf.Future, left: int) -> None:
+        error = None if done.cancelled() else done.exception()
+        if not isinstance(error, WorkerCrashedError) or left <= 0:
+            chain(done, outer)
+            return
+        try:
+            again = resend()
+        except Exception as exc:
+            settle(outer, error=exc)
+            return
+        again.add_done_callback(lambda f: follow(f, left - 1))
+
+    first.add_done_callback(lambda f: follow(f, retries))
+    return outer
