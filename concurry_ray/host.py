@@ -58,6 +58,8 @@ class Host:
         self._loop = loop
         self._loop_thread: Optional[LoopThread] = None
         self._async_methods: dict[str, bool] = {}
+        limits = spec.extras.get("limits")
+        self.limits = limits.for_worker() if limits is not None else None
         self.instance = self._build(spec)
         from .retry import RetryRunner
 
@@ -65,7 +67,7 @@ class Host:
 
     def _build(self, spec: WorkerSpec) -> Any:
         cls = spec.cls
-        limits = spec.extras.get("limits")
+        limits = self.limits
         try:
             instance = cls.__new__(cls)
             _set_limits(instance, limits)
@@ -80,7 +82,7 @@ class Host:
 
     def limits_of(self) -> Any:
         """The LimitSet the worker sees as ``self.limits`` (None without limits)."""
-        return self.spec.extras.get("limits")
+        return self.limits
 
     def is_async(self, method: str) -> bool:
         """Whether ``method`` is an ``async def`` on the user's class."""

@@ -55,6 +55,7 @@ class LocalMembership:
             slot.in_flight -= len(unstarted)
             pool._install(slot, pool._backend.spawn(pool._spec()))
             resend(pool, unstarted)
+            pool._release_parked()
 
     def retire(self, slots: list["Slot"]) -> None:
         """Stop workers removed by a resize, after their calls finish."""

@@ -67,7 +67,7 @@ class WorkerOptions(BaseModel):
     actor_options: dict = Field(default_factory=dict)
     mp_context: str = "forkserver"
     name: Optional[str] = None
-    health_check: Optional[Union[str, Callable]] = None
+    health_check: Optional[str] = None
     health_check_interval: float = 10.0
     call_timeout: Optional[float] = None
 

@@ -21,9 +21,11 @@ from typing import Any, Callable, Optional
 from .balancing import make_balancer
 from .errors import ConfigError, PoolStoppedError, WorkerCrashedError, closest
 from .futures import Future, as_future, chain, is_awaitable_result, settle
+from .health import HealthMonitor
 from .host import public_methods
 from .nested import collect, replace
 from .options import WorkerOptions
+from .retry import check_method_names, crash_retries, follow_crashes
 from .protocol import Backend, Call, WorkerClient, WorkerSpec, backend_class
 
 log = logging.getLogger("concurry_ray")
@@ -92,6 +94,12 @@ class Pool:
         self._options = options
         self._args, self._kwargs = args, kwargs
         self._methods = frozenset(public_methods(cls))
+        check_method_names(options, self._methods, cls.__name__)
+        if options.health_check is not None and options.health_check not in self._methods:
+            raise ConfigError(
+                f"health_check={options.health_check!r} is not a public method of {cls.__name__}"
+                f"{closest(options.health_check, self._methods)}"
+            )
         self._backend: Backend = backend_class(options.mode)(options)
         self._balancer = make_balancer(options.balancing)
         self._lock = threading.RLock()
@@ -101,11 +109,13 @@ class Pool:
         self._ids = itertools.count()
         self._stopped = False
         self._total_dispatched = 0
+        self._crash_retries = 0
         self._on_demand_clients: set = set()
         self._reaper: Optional[_Reaper] = None
         self._extras = self._shared_extras() if attach is None else attach.extras
         self._members = self._backend.membership(self, attach)
         self._adopt_all(self._members.initial(options.pool_size))
+        self._health = self._start_health_checks()
 
     # ----- construction -------------------------------------------------
     def _shared_extras(self) -> dict:
@@ -121,6 +131,22 @@ class Pool:
         index = next(self._ids)
         label = f"{self._label_base()}#{index} ({self._options.mode})"
         return WorkerSpec(self._cls, self._args, self._kwargs, self._options, label, self._extras)
+
+    def _start_health_checks(self) -> Optional[HealthMonitor]:
+        check = self._options.health_check
+        if check is None or self._options.on_demand:
+            return None
+        return HealthMonitor(self, check, self._options.health_check_interval)
+
+    def _replace_worker(self, slot: Slot) -> None:
+        """Put a fresh worker in place of ``slot``'s; the old one finishes its calls, then stops."""
+        with self._lock:
+            if self._stopped or slot.retired:
+                return
+        self._adopt_all(self._members.start(1))
+        with self._lock:
+            slot.retired = True
+        self._members.retire([slot])
 
     def _adopt_all(self, clients: list) -> None:
         with self._lock:
@@ -145,15 +171,18 @@ class Pool:
         return caller
 
     def _submit(self, method: str, args: tuple, kwargs: dict, priority: int = 0) -> Any:
+        future = self._submit_future(method, args, kwargs, priority)
+        return future.result() if self._options.blocking else future
+
+    def _submit_future(self, method: str, args: tuple, kwargs: dict, priority: int = 0) -> Future:
+        """Submit a call and return its future, whatever ``blocking`` says."""
         if self._stopped:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
         call = Call(method, args, kwargs)
         pending = self._pending_arguments(call) if self._options.unwrap_futures else None
         if pending:
-            future = self._after(pending, call, priority)
-        else:
-            future = self._dispatch(call, priority)
-        return future.result() if self._options.blocking else future
+            return self._after(pending, call, priority)
+        return self._dispatch(call, priority)
 
     def _pending_arguments(self, call: Call) -> list:
         return collect((call.args, call.kwargs), _is_future_arg, [])
@@ -189,6 +218,17 @@ class Pool:
         return outer
 
     def _dispatch(self, call: Call, priority: int = 0) -> Future:
+        """Send a call now or park it; re-send it elsewhere after a crash when retry_on allows."""
+        future = self._dispatch_once(call, priority)
+        retries = crash_retries(self._options, call.method)
+        return follow_crashes(future, lambda: self._redispatch(call, priority), retries) if retries else future
+
+    def _redispatch(self, call: Call, priority: int) -> Future:
+        with self._lock:
+            self._crash_retries += 1
+        return self._dispatch_once(call, priority)
+
+    def _dispatch_once(self, call: Call, priority: int = 0) -> Future:
         with self._lock:
             if self._stopped:
                 raise PoolStoppedError(f"{self!r} is stopped; {call.method}() was not run")
@@ -289,6 +329,8 @@ class Pool:
                 return
             self._stopped = True
             parked, self._parked = self._parked, []
+        if self._health is not None:
+            self._health.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         for p in parked:
             p.future.cancel() or settle(p.future, error=PoolStoppedError(f"{self!r} stopped before this call was sent"))
@@ -357,6 +399,7 @@ class Pool:
             balancer: dict[str, Any] = {
                 "algorithm": self._balancer.display_name,
                 "total_dispatched": self._total_dispatched,
+                "crash_retries": self._crash_retries,
             }
             if balancer["algorithm"] == "LeastActiveLoad":
                 balancer["active_calls"] = {s.index: s.in_flight for s in live}
@@ -371,6 +414,7 @@ class Pool:
                 "on_demand_active": self._on_demand_live,
                 "stopped": self._stopped,
                 "queued": len(self._parked),
+                "health_replacements": self._health.replaced if self._health is not None else 0,
                 "load_balancer": balancer,
                 "workers": {s.index: s.health() for s in live},
             }

@@ -17,7 +17,6 @@ import cloudpickle
 from .futures import Future
 from .pool import Pool
 from .progress import ProgressBar
-from .protocol import Call
 from .worker import Worker, WorkerBuilder
 
 LOADED_FUNCTIONS = 256
@@ -124,14 +123,11 @@ class TaskPool(Pool):
         return self._future(method, (fn, *item), {})
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
-        future = self._future(method, args, kwargs)
-        return future.result() if self._options.blocking else future
+        return self._submit(method, args, kwargs)
 
     def _future(self, method: str, args: tuple, kwargs: dict) -> Future:
         """Dispatch a call and return its Future, also on a blocking handle (map needs futures)."""
-        call = Call(method, args, kwargs)
-        pending = self._pending_arguments(call) if self._options.unwrap_futures else None
-        return self._after(pending, call, 0) if pending else self._dispatch(call)
+        return self._submit_future(method, args, kwargs)
 
     def _shipped(self, fn: Callable) -> tuple[str, Any]:
         """The worker method for ``fn`` and the form in which ``fn`` travels to the workers."""

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from queue import SimpleQueue
 import time
 import weakref
 from typing import Optional
@@ -40,7 +41,7 @@ class ProcessClient(WorkerClient):
         super().__init__()
         self.label = spec.label
         self.ready = Future()
-        self._send_lock = threading.Lock()
+        self._outbox: SimpleQueue = SimpleQueue()
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
         self._ids = iter(range(1, 1 << 62))
         self._stopping = False
@@ -56,6 +57,8 @@ class ProcessClient(WorkerClient):
         _LIVE.add(self)
         self._reader = threading.Thread(target=self._read, name=f"{spec.label}-reader", daemon=True)
         self._reader.start()
+        self._writer = threading.Thread(target=self._write, name=f"{spec.label}-writer", daemon=True)
+        self._writer.start()
 
     def pid(self) -> Optional[int]:
         return self._process.pid
@@ -70,12 +73,19 @@ class ProcessClient(WorkerClient):
         future.set_running_or_notify_cancel()
         call_id = next(self._ids)
         self._pending[call_id] = (call, future, self._is_async(call.method))
-        try:
-            with self._send_lock:
-                self._conn.send_bytes(call_id.to_bytes(8, "little") + payload)
-        except (OSError, ValueError):
-            pass  # the reader thread sees the broken pipe and fails this call with the others
+        self._outbox.put(call_id.to_bytes(8, "little") + payload)
         return future
+
+    def _write(self) -> None:
+        """Send queued messages; a full pipe blocks this thread, never the caller (or a pool lock)."""
+        while True:
+            message = self._outbox.get()
+            try:
+                self._conn.send_bytes(message)
+            except (OSError, ValueError):
+                return  # the reader thread sees the broken pipe and fails the pending calls
+            if message == _STOP:
+                return
 
     def _is_async(self, method: str) -> bool:
         known = self._async_methods.get(method)
@@ -130,11 +140,7 @@ class ProcessClient(WorkerClient):
         if self._stopping:
             return
         self._stopping = True
-        try:
-            with self._send_lock:
-                self._conn.send_bytes(_STOP)
-        except (OSError, ValueError):
-            pass
+        self._outbox.put(_STOP)
         self._process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self._process.is_alive():
             self._process.kill()

@@ -124,12 +124,7 @@ def test_one_limit_set_shared_by_two_pools(mode, mode_opts):
     shared.remove()
 
 
-NEEDS_HOST_HOOK = pytest.mark.xfail(
-    strict=True, reason="thread workers share one object until Host._build calls limits.for_worker()"
-)
-
-
-@pytest.mark.parametrize("mode", [pytest.param("thread", marks=NEEDS_HOST_HOOK), "process", "ray"])
+@pytest.mark.parametrize("mode", ["thread", "process", "ray"])
 def test_private_set_gives_each_worker_its_own_budget(mode, mode_opts):
     private = LimitSet([ResourceLimit("slots", 1)])
     with Limited.options(**mode_opts(mode, max_workers=2, limits=private)).init() as pool:

@@ -192,3 +192,23 @@ def test_killed_pool_worker_is_replaced_and_pool_keeps_serving(mode, mode_opts):
         assert sum(w["restarts"] for w in stats["workers"].values()) == 1
         assert stats["total_workers"] == 2 and all(w["alive"] for w in stats["workers"].values())
         assert len({i[0] for i in gather(pool.broadcast("ident"), timeout=30)} - {idents[0][0]}) == 2
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_health_check_replaces_an_unhealthy_worker(mode, mode_opts):
+    options = mode_opts(mode, max_workers=1, health_check="healthy", health_check_interval=0.3)
+    with Stateful.options(**options).init() as pool:
+        before = pool.ident().result(timeout=30)
+        pool.fall_ill().result(timeout=30)
+        deadline = time.monotonic() + 30
+        while pool.get_pool_stats()["health_replacements"] < 1:
+            assert time.monotonic() < deadline, "the unhealthy worker was not replaced"
+            time.sleep(0.1)
+        assert pool.ident().result(timeout=30) != before
+        assert pool.healthy().result(timeout=30) is True
+        assert pool.get_pool_stats()["total_workers"] == 1
+
+
+def test_health_check_must_name_a_method():
+    with pytest.raises(ConfigError, match="health_check='helthy' is not a public method of Stateful .did you mean 'healthy'"):
+        Stateful.options(mode="thread", health_check="helthy").init()

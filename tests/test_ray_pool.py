@@ -76,6 +76,12 @@ def test_pool_actors_are_gone_after_stop(ray_runtime):
     assert pool.work(1).result(timeout=30) == 2
     actors = [slot.client.actor for slot in pool._slots.values()] + [pool._members.balancer]
     pool.stop()
-    for actor in actors:
-        with pytest.raises(ray.exceptions.RayActorError):
+
+    def dead(actor) -> bool:
+        try:
             ray.get(actor.__ray_ready__.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    wait_for(lambda: all(dead(a) for a in actors))

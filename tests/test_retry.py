@@ -15,7 +15,6 @@ from conftest import ALL_MODES, POOL_MODES
 
 import concurry_ray
 from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashedError
-from concurry_ray import pool as pool_module
 from concurry_ray.options import build_options
 from concurry_ray.protocol import Call
 from concurry_ray.retry import Backoff, RetryRunner, check_method_names, crash_retries, follow_crashes
@@ -210,9 +209,7 @@ def test_runner_never_retries_base_exceptions():
 
 
 def test_limits_are_released_between_attempts(mode_opts):
-    ResourceLimit = getattr(concurry_ray, "ResourceLimit", None)
-    if ResourceLimit is None:
-        pytest.skip("limits are not merged yet")
+    ResourceLimit = concurry_ray.ResourceLimit
 
     class OneSlot(Worker):
         def __init__(self):
@@ -314,7 +311,6 @@ class Suicidal(Worker):
         return os.getpid()
 
 
-@pytest.mark.skipif(not hasattr(pool_module, "crash_retries"), reason="pool.py does not wire retry.crash_retries yet")
 @pytest.mark.parametrize("mode", ["process", "ray"])
 @pytest.mark.parametrize("size", [1, 2])
 def test_crash_is_retried_on_another_worker(mode, size, mode_opts, tmp_path):

@@ -85,7 +85,10 @@ class Stateful(Worker):
         return (os.getpid(), id(self))
 
     def healthy(self) -> bool:
-        return os.environ.get("CONCURRY_TEST_UNHEALTHY") != str(os.getpid())
+        return not getattr(self, "sick", False)
+
+    def fall_ill(self) -> None:
+        self.sick = True
 
     def get_count(self) -> int:
         return self.count
