@@ -18,6 +18,7 @@ class Balancer:
     """Chooses a worker index among candidates; subclasses set ``display_name``."""
 
     display_name = "Balancer"
+    uses_loads = False
 
     def pick(self, candidates: Sequence[int], active: Sequence[int], total: Sequence[int]) -> int:
         """Pick one of ``candidates`` (worker indexes) given per-worker active and total calls."""
@@ -40,6 +41,7 @@ class LeastActiveLoad(Balancer):
     """The worker with the fewest calls in flight (ties: the lowest index)."""
 
     display_name = "LeastActiveLoad"
+    uses_loads = True
 
     def pick(self, candidates, active, total):
         return min(candidates, key=active.__getitem__)
@@ -49,6 +51,7 @@ class LeastTotalLoad(Balancer):
     """The worker that has received the fewest calls over its life."""
 
     display_name = "LeastTotalLoad"
+    uses_loads = True
 
     def pick(self, candidates, active, total):
         return min(candidates, key=total.__getitem__)

@@ -105,4 +105,7 @@ def fail_all(unstarted: list, error: BaseException) -> None:
 def resend(pool: "Pool", unstarted: list) -> None:
     """Dispatch again calls that a dead worker never started (pool lock held)."""
     for call, future in unstarted:
-        chain(pool._send(call), future)
+        try:
+            chain(pool._dispatch_once(call), future)
+        except Exception as exc:
+            settle(future, error=exc)

@@ -110,6 +110,7 @@ class Pool:
         self._stopped = False
         self._total_dispatched = 0
         self._crash_retries = 0
+        self._crash_budget: dict[str, int] = {}
         self._on_demand_clients: set = set()
         self._reaper: Optional[_Reaper] = None
         self._extras = self._shared_extras() if attach is None else attach.extras
@@ -220,7 +221,9 @@ class Pool:
     def _dispatch(self, call: Call, priority: int = 0) -> Future:
         """Send a call now or park it; re-send it elsewhere after a crash when retry_on allows."""
         future = self._dispatch_once(call, priority)
-        retries = crash_retries(self._options, call.method)
+        retries = self._crash_budget.get(call.method)
+        if retries is None:
+            retries = self._crash_budget[call.method] = crash_retries(self._options, call.method)
         return follow_crashes(future, lambda: self._redispatch(call, priority), retries) if retries else future
 
     def _redispatch(self, call: Call, priority: int) -> Future:
@@ -232,20 +235,31 @@ class Pool:
         with self._lock:
             if self._stopped:
                 raise PoolStoppedError(f"{self!r} is stopped; {call.method}() was not run")
-            if self._has_capacity():
-                return self._send(call)
-            future = Future()
-            heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
+            future = self._try_send(call)
+            if future is None:
+                future = Future()
+                heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
             return future
 
-    def _has_capacity(self) -> bool:
+    def _try_send(self, call: Call) -> Optional[Future]:
+        """Send a call to a worker now if one has room, else None (lock held)."""
         if self._options.on_demand:
             cap = self._options.worker_cap
-            return cap == 0 or self._on_demand_live < cap
-        limit = self._options.max_queued_tasks
-        if limit is None:
-            return bool(self._ready_slots())
-        return any(s.in_flight < limit for s in self._ready_slots())
+            if cap and self._on_demand_live >= cap:
+                return None
+            self._total_dispatched += 1
+            return self._send_on_demand(call)
+        candidates = self._candidates()
+        if not candidates:
+            return None
+        self._total_dispatched += 1
+        slot = self._choose(candidates)
+        slot.in_flight += 1
+        slot.dispatched += 1
+        future = slot.client.submit(call)
+        future.add_done_callback(lambda f: self._finished(slot, f))
+        self._members.touched()
+        return future
 
     def _live_slots(self) -> list[Slot]:
         return [s for s in self._slots.values() if not s.retired]
@@ -254,27 +268,21 @@ class Pool:
         """Live slots whose worker can take calls now (not dead and awaiting a replacement)."""
         return [s for s in self._slots.values() if not s.retired and s.client.alive()]
 
-    def _send(self, call: Call) -> Future:
-        """Send a call to a worker now (lock held)."""
-        self._total_dispatched += 1
-        if self._options.on_demand:
-            return self._send_on_demand(call)
-        slot = self._choose()
-        slot.in_flight += 1
-        slot.dispatched += 1
-        future = slot.client.submit(call)
-        future.add_done_callback(lambda f: self._finished(slot, f))
-        self._members.touched()
-        return future
-
-    def _choose(self) -> Slot:
-        live = self._ready_slots()
+    def _candidates(self) -> list[Slot]:
+        """Ready slots with room for one more call under ``max_queued_tasks``."""
         limit = self._options.max_queued_tasks
+        if limit is None:
+            return self._ready_slots()
+        return [s for s in self._ready_slots() if s.in_flight < limit]
+
+    def _choose(self, candidates: list[Slot]) -> Slot:
+        indexes = [s.index for s in candidates]
+        if not self._balancer.uses_loads:
+            return self._slots[self._balancer.pick(indexes, {}, {})]
         others = self._members.others_load()
-        candidates = [s.index for s in live if limit is None or s.in_flight < limit]
-        active = {s.index: s.in_flight + others.get(s.index, (0, 0))[0] for s in live}
-        total = {s.index: s.dispatched + others.get(s.index, (0, 0))[1] for s in live}
-        return self._slots[self._balancer.pick(candidates, active, total)]
+        active = {s.index: s.in_flight + others.get(s.index, (0, 0))[0] for s in candidates}
+        total = {s.index: s.dispatched + others.get(s.index, (0, 0))[1] for s in candidates}
+        return self._slots[self._balancer.pick(indexes, active, total)]
 
     def _finished(self, slot: Slot, future: Future) -> None:
         with self._lock:
@@ -283,15 +291,22 @@ class Pool:
                 slot.failed += 1
             else:
                 slot.completed += 1
-            self._release_parked()
+            if self._parked:
+                self._release_parked()
         self._members.touched()
 
     def _release_parked(self) -> None:
-        while self._parked and not self._stopped and self._has_capacity():
-            parked = heapq.heappop(self._parked)
+        """Send parked calls, highest priority first, while workers have room (lock held)."""
+        while self._parked and not self._stopped:
+            parked = self._parked[0]
             if parked.future.done():
+                heapq.heappop(self._parked)
                 continue
-            chain(self._send(parked.call), parked.future)
+            future = self._try_send(parked.call)
+            if future is None:
+                return
+            heapq.heappop(self._parked)
+            chain(future, parked.future)
 
     @property
     def _on_demand_live(self) -> int:

@@ -98,6 +98,16 @@ class WorkerClient(ABC):
     def stop(self, deadline: Optional[float]) -> None:
         """Let queued calls finish, then stop; at ``deadline`` cancel what is left."""
 
+    def _is_async(self, method: str) -> bool:
+        """Whether ``method`` of the worker class (``self._cls``) is async; cached per client."""
+        cache = self.__dict__.setdefault("_async_methods", {})
+        known = cache.get(method)
+        if known is None:
+            from .host import is_async_method
+
+            known = cache[method] = is_async_method(self._cls, method)
+        return known
+
     def pid(self) -> Optional[int]:
         """The operating-system process id of the worker, where it has its own."""
         return os.getpid()

@@ -26,7 +26,7 @@ import cloudpickle
 
 from concurry_ray.errors import WorkerCrashedError, WorkerInitError
 from concurry_ray.futures import Future, cancelled, settle
-from concurry_ray.host import describe_unpicklable, is_async_method, rebuild_init_error
+from concurry_ray.host import describe_unpicklable, rebuild_init_error
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 
 from ._child import child_main
@@ -46,7 +46,6 @@ class ProcessClient(WorkerClient):
         self._ids = iter(range(1, 1 << 62))
         self._stopping = False
         self._exited = False
-        self._async_methods: dict[str, bool] = {}
         self._cls = spec.cls
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
@@ -86,12 +85,6 @@ class ProcessClient(WorkerClient):
                 return  # the reader thread sees the broken pipe and fails the pending calls
             if message == _STOP:
                 return
-
-    def _is_async(self, method: str) -> bool:
-        known = self._async_methods.get(method)
-        if known is None:
-            known = self._async_methods[method] = is_async_method(self._cls, method)
-        return known
 
     def _read(self) -> None:
         try:

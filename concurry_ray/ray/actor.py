@@ -11,6 +11,7 @@ the actor is single-threaded and runs calls in the order each caller sent them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any, Optional
 
@@ -49,14 +50,31 @@ class _HostActorBase:
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
-    async def _run_async(self, name: str, args: tuple, kwargs: dict) -> Any:
+    async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
         try:
             if self._host.is_async(name):
                 return await self._host.run_async(call)
-            return self._host.run(call)
+            async with self._turn(ticket):
+                return self._host.run(call)
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, ticket: tuple):
+        """Run sync calls of one sender in the order it sent them (async actors do not promise it)."""
+        sender, seq = ticket
+        if not hasattr(self, "_order"):
+            self._order = asyncio.Condition()
+            self._next_seq: dict[str, int] = {}
+        async with self._order:
+            await self._order.wait_for(lambda: self._next_seq.get(sender, 1) == seq)
+        try:
+            yield
+        finally:
+            async with self._order:
+                self._next_seq[sender] = seq + 1
+                self._order.notify_all()
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -86,8 +104,8 @@ def start_actor(spec: WorkerSpec, actor_options: dict) -> Any:
 def _forwarder(name: str, is_async: bool):
     if is_async:
 
-        async def forward(self, *args, **kwargs):
-            return await self._run_async(name, args, kwargs)
+        async def forward(self, ticket, *args, **kwargs):
+            return await self._run_async(name, ticket, args, kwargs)
 
     else:
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import uuid
 import time
 from typing import Any, Optional
 
@@ -11,7 +12,7 @@ import ray
 
 from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
-from ..host import describe_unpicklable, is_async_method, rebuild_init_error
+from ..host import describe_unpicklable, has_async_methods, rebuild_init_error
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 from .actor import start_actor
 from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error
@@ -31,6 +32,9 @@ class RayClient(WorkerClient):
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
         self._ids = iter(range(1, 1 << 62))
         self._cls = cls
+        self._async_actor = has_async_methods(cls)
+        self._sender = uuid.uuid4().hex
+        self._seq = 0
         self._dead = False
         self._stopping = False
         self._pid: Optional[int] = None
@@ -51,7 +55,7 @@ class RayClient(WorkerClient):
     def submit(self, call: Call) -> Future:
         future = Future()
         try:
-            ref = getattr(self.actor, call.method).remote(*call.args, **call.kwargs)
+            ref = self._send(call)
         except TypeError as exc:
             if "serialize" not in str(exc):
                 raise
@@ -61,9 +65,21 @@ class RayClient(WorkerClient):
         future._ray_ref = ref
         future.set_running_or_notify_cancel()
         call_id = next(self._ids)
-        self._pending[call_id] = (call, future, is_async_method(self._cls, call.method))
+        self._pending[call_id] = (call, future, self._is_async(call.method))
         ref.future().add_done_callback(lambda done: self._complete(call_id, done))
         return future
+
+    def _send(self, call: Call) -> Any:
+        method = getattr(self.actor, call.method)
+        if not self._async_actor:
+            return method.remote(*call.args, **call.kwargs)
+        if self._is_async(call.method):
+            return method.remote(None, *call.args, **call.kwargs)
+        with self._lock:
+            seq = self._seq + 1
+            ref = method.remote((self._sender, seq), *call.args, **call.kwargs)
+            self._seq = seq
+            return ref
 
     def _complete(self, call_id: int, done) -> None:
         entry = self._pending.pop(call_id, None)
