@@ -17,6 +17,7 @@ import socket
 
 import ray
 
+import concurry_ray
 from concurry_ray import Worker, gather
 
 COUNT = 50
@@ -45,6 +46,7 @@ def main() -> int:
     finally:
         pool.stop()
     calls = stats["load_balancer"]["total_dispatched"]
+    print(f"pool_job: concurry_ray from {os.path.dirname(concurry_ray.__file__)}")
     print("pool_job: workers at " + ", ".join(hosts))
     print("pool_job: stats " + json.dumps(stats, sort_keys=True, default=str))
     print(f"pool_job: sum={total} calls={calls} workers={stats['total_workers']}", flush=True)
