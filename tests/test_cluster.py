@@ -110,3 +110,21 @@ def test_stop_head_leaves_other_ray_processes_alone(head):
         except FileNotFoundError:
             continue  # exited meanwhile
         assert any(head["RAY_HEAD_DIR"] in c for c in ancestry), f"pid {pid} is not this head's: {cmdline}"
+
+
+def test_rayjob_manifest_runs_the_same_job():
+    yaml = pytest.importorskip("yaml")
+    manifest = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayJob")
+    spec = manifest["spec"]
+    assert spec["entrypoint"] == "python examples/pool_job.py"
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert runtime_env["working_dir"].endswith(".zip")
+    assert any(p.startswith("concurry-ray @ ") for p in runtime_env["pip"])
+    cluster = spec["rayClusterSpec"]
+    ray_version = cluster["rayVersion"]
+    images = [c["image"] for c in cluster["headGroupSpec"]["template"]["spec"]["containers"]]
+    for group in cluster["workerGroupSpecs"]:
+        images += [c["image"] for c in group["template"]["spec"]["containers"]]
+    assert all(image.split(":")[1].startswith(ray_version) for image in images)
+    assert f"ray[default]=={ray_version}" in (REPO / "pyproject.toml").read_text()
