@@ -30,6 +30,9 @@ if [[ -f "$RAY_HEAD_DIR/head.env" ]] && [[ -n "$(bash "$(dirname "$0")/stop_head
   exit 1
 fi
 mkdir -p "$RAY_HEAD_DIR"
+# Every process of this head inherits this variable (stop_head.sh finds them by it, including
+# the ones whose command line does not name the temp dir, like the Ray client server).
+export CONCURRY_RAY_HEAD="$RAY_HEAD_DIR"
 
 free_port() {
   "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the head started by start_head.sh, by the process ids of its temp dir: every process
-# whose command line names $RAY_HEAD_DIR (gcs_server, raylet, dashboard, agents, log monitor,
-# workers and job drivers). Never `ray stop`, which ends every Ray process of the user,
+# that inherited CONCURRY_RAY_HEAD=$RAY_HEAD_DIR from start_head.sh or whose command line names
+# $RAY_HEAD_DIR, and their descendants (gcs_server, raylet, dashboard, agents, log monitor,
+# Ray client server, workers and job drivers). Never `ray stop`, which ends every Ray process of the user,
 # including runtimes this script did not start.
 #
 #   cluster/stop_head.sh          SIGTERM (raylet, the rest, GCS), SIGKILL what outlives $STOP_GRACE/3 s each (default 10)
@@ -11,9 +12,10 @@ set -euo pipefail
 RAY_HEAD_DIR=${RAY_HEAD_DIR:-/tmp/concurry-head}
 RAY_HEAD_DIR=${RAY_HEAD_DIR%/}
 STOP_GRACE=${STOP_GRACE:-10}
+unset CONCURRY_RAY_HEAD   # never match this script's own helpers
 
-# Processes whose command line names the head's dir; agents and workers rename themselves
-# (ray::DashboardAgent, ray::IDLE), so their descendants are included too.
+# Processes that carry the head's marker or whose command line names its dir; descendants too
+# (agents and workers rename themselves: ray::DashboardAgent, ray::IDLE).
 head_pids() {
   local pid cmd
   local -a roots=()
@@ -21,9 +23,12 @@ head_pids() {
     pid=${dir#/proc/}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
     cmd=$({ tr '\0' ' ' < "$dir/cmdline"; } 2>/dev/null) || continue
+    # not these scripts (nor their subshells, which keep the environment they were forked with)
+    [[ "$cmd" == *stop_head.sh* || "$cmd" == *start_head.sh* || "$cmd" == *submit_job.sh* ]] && continue
+    if grep -qzxF "CONCURRY_RAY_HEAD=$RAY_HEAD_DIR" "$dir/environ" 2>/dev/null; then
+      roots+=("$pid")
     # the dir followed by "/", a space or a quote: /tmp/x must not match /tmp/x2
-    if [[ "$cmd" == *"$RAY_HEAD_DIR/"* || "$cmd" == *"$RAY_HEAD_DIR "* || "$cmd" == *"$RAY_HEAD_DIR\""* ]]; then
-      [[ "$cmd" == *stop_head.sh* || "$cmd" == *start_head.sh* || "$cmd" == *submit_job.sh* ]] && continue
+    elif [[ "$cmd" == *"$RAY_HEAD_DIR/"* || "$cmd" == *"$RAY_HEAD_DIR "* || "$cmd" == *"$RAY_HEAD_DIR\""* ]]; then
       roots+=("$pid")
     fi
   done

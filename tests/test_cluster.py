@@ -94,22 +94,25 @@ def test_ray_job_submit_runs_the_pool_example_on_a_loopback_head(head):
 
 
 def test_stop_head_leaves_other_ray_processes_alone(head):
-    """The pids stop_head.sh would signal all belong to this head's temp dir or descend from one."""
+    """The pids stop_head.sh would signal are this head's: marked by start_head.sh, or below one that is."""
+    marker = f"CONCURRY_RAY_HEAD={head['RAY_HEAD_DIR']}".encode()
+
+    def ours(pid: str) -> bool:
+        proc = Path(f"/proc/{pid}")
+        return marker in (proc / "environ").read_bytes().split(b"\0") or (
+            head["RAY_HEAD_DIR"].encode() in (proc / "cmdline").read_bytes()
+        )
+
     listed = run("stop_head.sh", head, 30, "--list").stdout.split()
-    assert listed, "the head's processes were not found"
+    assert len(listed) >= 5, f"the head's processes were not found: {listed}"
     for pid in listed:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ancestry = [cmdline]
-            parent = pid
-            while parent not in ("0", "1"):
-                parent = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[1]
-                if parent in ("0", "1"):
-                    break
-                ancestry.append(Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            chain = [pid]
+            while chain[-1] not in ("0", "1"):
+                chain.append(Path(f"/proc/{chain[-1]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            assert any(ours(p) for p in chain[:-1]), f"pid {pid} is not this head's"
         except FileNotFoundError:
             continue  # exited meanwhile
-        assert any(head["RAY_HEAD_DIR"] in c for c in ancestry), f"pid {pid} is not this head's: {cmdline}"
 
 
 def test_rayjob_manifest_runs_the_same_job():
