@@ -1,0 +1,74 @@
+"""A Ray pool behind a Ray Serve deployment: the replica gets the pool handle as a bind argument.
+
+The handle pickles into a small object; unpickled in the replica it dispatches straight into
+the driver's pool, and the pool's stats (kept by its balancer actor) count those calls.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+
+import pytest
+from conftest import RAY_ACTOR
+from workers import Leaf
+
+serve = pytest.importorskip("ray.serve")
+
+REQUESTS = 10
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, num_replicas=1)
+class Doubler:
+    """Each request ?x=N calls pool.work(N) on the pool it was built with."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def __call__(self, request) -> dict:
+        x = int(request.query_params["x"])
+        return {"x": x, "doubled": self.pool.work(x).result(timeout=30)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served_pool(ray_runtime):
+    pool = Leaf.options(mode="ray", max_workers=2, actor_options=RAY_ACTOR).init()
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(Doubler.bind(pool), name="pool_app", route_prefix="/double")
+        yield pool, f"http://127.0.0.1:{port}/double"
+    finally:
+        serve.shutdown()
+        pool.stop()
+
+
+def test_serve_replica_dispatches_into_the_drivers_pool(served_pool):
+    pool, url = served_pool
+    replies = []
+    for x in range(REQUESTS):
+        with urllib.request.urlopen(f"{url}?x={x}", timeout=30) as response:
+            assert response.status == 200
+            replies.append(json.loads(response.read()))
+    assert replies == [{"x": x, "doubled": 2 * x} for x in range(REQUESTS)]
+    # the replica's handle reports its counters to the balancer in ~20 ms batches
+    wait_for(lambda: pool.get_pool_stats()["load_balancer"]["total_dispatched"] >= REQUESTS)
+    stats = pool.get_pool_stats()
+    assert stats["load_balancer"]["total_dispatched"] == REQUESTS, "only the replica called the pool"
+    assert sum(w["completed"] for w in stats["workers"].values()) == REQUESTS
+    assert stats["handles"] >= 2, "the driver's handle and the replica's"
