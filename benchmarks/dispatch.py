@@ -1,0 +1,194 @@
+"""Dispatch overhead: the per-call cost of a trivial method in every mode, next to its raw baseline.
+
+    python benchmarks/dispatch.py [--calls N] [--repeat R]
+
+Two measures per row, both in microseconds per call:
+
+* ``submit+gather``: submit N calls, then wait for all of them (throughput);
+* ``call+result``: one call, wait for its result, N times in a row (latency).
+
+Each mode runs against the thing it wraps: ``thread`` against
+``ThreadPoolExecutor(1).submit``, ``process`` against ``ProcessPoolExecutor(1)``
+(same ``forkserver`` start method), ``ray`` against a hand-written Ray actor with
+the same method. ``sync`` and ``asyncio`` have no baseline and show absolute
+figures. Ours and the baseline alternate within each repeat and the table shows
+medians, so background load hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import ray
+
+from concurry_ray import Worker, gather
+
+RAY_ACTOR_OPTIONS = {"num_cpus": 0.1}
+WARMUP_CALLS = 200
+
+
+class Echo(Worker):
+    """The trivial worker measured in every mode."""
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+
+def echo(x: Any) -> Any:
+    """The same trivial work for the executor baselines."""
+    return x
+
+
+@ray.remote(**RAY_ACTOR_OPTIONS)
+class RawEcho:
+    """The hand-written Ray actor our ray mode is compared with."""
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+
+@dataclass
+class Subject:
+    """One thing to measure: how to submit a call, wait for many, and wait for one."""
+
+    submit: Callable[[int], Any]
+    gather: Callable[[list], list]
+    result: Callable[[Any], Any]
+
+
+@dataclass
+class Row:
+    """One line of the table: a mode, its baseline (if any) and the target ratio."""
+
+    mode: str
+    ours: Callable[[], Any]
+    baseline_name: str = "-"
+    baseline: Optional[Callable[[], Any]] = None
+    target: Optional[float] = None
+
+
+@contextmanager
+def ours(mode: str, **options: Any) -> Iterator[Subject]:
+    """An ``Echo`` worker in ``mode``."""
+    with Echo.options(mode=mode, **options).init() as worker:
+        yield Subject(worker.echo, gather, lambda future: future.result())
+
+
+@contextmanager
+def executor(pool: Any) -> Iterator[Subject]:
+    """A ``concurrent.futures`` executor running ``echo``."""
+    with pool:
+        yield Subject(lambda i: pool.submit(echo, i), lambda fs: [f.result() for f in fs], lambda f: f.result())
+
+
+@contextmanager
+def raw_actor() -> Iterator[Subject]:
+    """A hand-written Ray actor; waits with ``ray.get``."""
+    actor = RawEcho.remote()
+    try:
+        yield Subject(actor.echo.remote, ray.get, ray.get)
+    finally:
+        ray.kill(actor)
+
+
+ROWS = [
+    Row("sync", lambda: ours("sync")),
+    Row("asyncio", lambda: ours("asyncio")),
+    Row("thread", lambda: ours("thread"), "ThreadPoolExecutor(1)", lambda: executor(ThreadPoolExecutor(1)), 1.5),
+    Row(
+        "process",
+        lambda: ours("process"),
+        "ProcessPoolExecutor(1)",
+        lambda: executor(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))),
+        1.5,
+    ),
+    Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2),
+]
+
+
+def submit_gather_us(subject: Subject, calls: int) -> float:
+    """Microseconds per call to submit ``calls`` calls and then wait for all of them."""
+    start = time.perf_counter()
+    results = subject.gather([subject.submit(i) for i in range(calls)])
+    elapsed = time.perf_counter() - start
+    assert results[-1] == calls - 1
+    return elapsed / calls * 1e6
+
+
+def call_result_us(subject: Subject, calls: int) -> float:
+    """Microseconds per call to make one call and wait for its result, ``calls`` times."""
+    start = time.perf_counter()
+    for i in range(calls):
+        subject.result(subject.submit(i))
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+MEASURES = (submit_gather_us, call_result_us)
+
+
+def measure_row(row: Row, calls: int, repeat: int) -> dict:
+    """Medians of each measure for ours and the baseline, alternating the two in every repeat."""
+    samples: dict = {(side, m): [] for side in ("ours", "baseline") for m in MEASURES}
+    with ExitStack() as stack:
+        subjects = {"ours": stack.enter_context(row.ours())}
+        if row.baseline is not None:
+            subjects["baseline"] = stack.enter_context(row.baseline())
+        for subject in subjects.values():
+            submit_gather_us(subject, WARMUP_CALLS)
+        for _ in range(repeat):
+            for measure in MEASURES:
+                for side, subject in subjects.items():
+                    samples[side, measure].append(measure(subject, calls))
+    return {key: statistics.median(values) for key, values in samples.items() if values}
+
+
+def format_table(results: list[tuple[Row, dict]]) -> str:
+    """The table: for each measure, ours, the baseline and their ratio (marked when over target)."""
+    header = f"{'mode':<8} {'baseline':<23}"
+    for measure in ("submit+gather", "call+result"):
+        header += f" | {measure + ' ours':>19} {'base':>8} {'ratio':>7}"
+    lines = [header + " | target", "-" * (len(header) + 9)]
+    for row, medians in results:
+        line = f"{row.mode:<8} {row.baseline_name:<23}"
+        for measure in MEASURES:
+            mine, base = medians[("ours", measure)], medians.get(("baseline", measure))
+            if base is None:
+                line += f" | {mine:>19.1f} {'-':>8} {'-':>7}"
+            else:
+                ratio = mine / base
+                mark = "*" if ratio > row.target else " "
+                line += f" | {mine:>19.1f} {base:>8.1f} {ratio:>6.2f}{mark}"
+        lines.append(line + (f" | <= {row.target}x" if row.target else " |"))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Start Ray, measure every row, print the table, shut Ray down."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls per measurement (default 2000)")
+    parser.add_argument("--repeat", type=int, default=5, help="measurements per figure; the median is shown (default 5)")
+    parser.add_argument("--modes", nargs="+", default=[r.mode for r in ROWS], choices=[r.mode for r in ROWS])
+    args = parser.parse_args()
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        results = []
+        for row in ROWS:
+            if row.mode in args.modes:
+                print(f"measuring {row.mode} ...", flush=True)
+                results.append((row, measure_row(row, args.calls, args.repeat)))
+    finally:
+        ray.shutdown()
+    print(f"\nmicroseconds per call, median of {args.repeat} runs of {args.calls} calls; ratio = ours / baseline, * = over target\n")
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()
