@@ -22,11 +22,9 @@ import multiprocessing
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
-
-import ray
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from concurry_ray import Worker, gather
 
@@ -46,7 +44,6 @@ def echo(x: Any) -> Any:
     return x
 
 
-@ray.remote(**RAY_ACTOR_OPTIONS)
 class RawEcho:
     """The hand-written Ray actor our ray mode is compared with."""
 
@@ -72,6 +69,7 @@ class Row:
     baseline_name: str = "-"
     baseline: Optional[Callable[[], Any]] = None
     target: Optional[float] = None
+    runtime: Callable[[], ContextManager] = nullcontext
 
 
 @contextmanager
@@ -89,9 +87,23 @@ def executor(pool: Any) -> Iterator[Subject]:
 
 
 @contextmanager
+def ray_runtime() -> Iterator[None]:
+    """A local Ray runtime for the ray row only, so that it does not load the machine during the others."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
 def raw_actor() -> Iterator[Subject]:
     """A hand-written Ray actor; waits with ``ray.get``."""
-    actor = RawEcho.remote()
+    import ray
+
+    actor = ray.remote(**RAY_ACTOR_OPTIONS)(RawEcho).remote()
     try:
         yield Subject(actor.echo.remote, ray.get, ray.get)
     finally:
@@ -109,7 +121,7 @@ ROWS = [
         lambda: executor(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))),
         1.5,
     ),
-    Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2),
+    Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2, ray_runtime),
 ]
 
 
@@ -137,6 +149,7 @@ def measure_row(row: Row, calls: int, repeat: int) -> dict:
     """Medians of each measure for ours and the baseline, alternating the two in every repeat."""
     samples: dict = {(side, m): [] for side in ("ours", "baseline") for m in MEASURES}
     with ExitStack() as stack:
+        stack.enter_context(row.runtime())
         subjects = {"ours": stack.enter_context(row.ours())}
         if row.baseline is not None:
             subjects["baseline"] = stack.enter_context(row.baseline())
@@ -170,22 +183,18 @@ def format_table(results: list[tuple[Row, dict]]) -> str:
 
 
 def main() -> None:
-    """Start Ray, measure every row, print the table, shut Ray down."""
+    """Measure every row (starting and stopping Ray around the ray row) and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per measurement (default 2000)")
     parser.add_argument("--repeat", type=int, default=5, help="measurements per figure; the median is shown (default 5)")
     parser.add_argument("--modes", nargs="+", default=[r.mode for r in ROWS], choices=[r.mode for r in ROWS])
     args = parser.parse_args()
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        results = []
-        for row in ROWS:
-            if row.mode in args.modes:
-                print(f"measuring {row.mode} ...", flush=True)
-                results.append((row, measure_row(row, args.calls, args.repeat)))
-    finally:
-        ray.shutdown()
+    results = []
+    for row in ROWS:
+        if row.mode in args.modes:
+            print(f"measuring {row.mode} ...", flush=True)
+            results.append((row, measure_row(row, args.calls, args.repeat)))
     print(f"\nmicroseconds per call, median of {args.repeat} runs of {args.calls} calls; ratio = ours / baseline, * = over target\n")
     print(format_table(results))
 
