@@ -1,18 +1,19 @@
 """Dispatch overhead: the per-call cost of a trivial method in every mode, next to its raw baseline.
 
-    python benchmarks/dispatch.py [--calls N] [--repeat R]
+    python benchmarks/dispatch.py [--calls N] [--repeat R] [--modes MODE ...]
 
 Two measures per row, both in microseconds per call:
 
-* ``submit+gather``: submit N calls, then wait for all of them (throughput);
-* ``call+result``: one call, wait for its result, N times in a row (latency).
+* "submit N, then gather": submit N calls, then wait for all of them (throughput);
+* "one call + result": make one call and wait for its result, N times in a row (latency).
 
 Each mode runs against the thing it wraps: ``thread`` against
 ``ThreadPoolExecutor(1).submit``, ``process`` against ``ProcessPoolExecutor(1)``
 (same ``forkserver`` start method), ``ray`` against a hand-written Ray actor with
 the same method. ``sync`` and ``asyncio`` have no baseline and show absolute
-figures. Ours and the baseline alternate within each repeat and the table shows
-medians, so background load hits both sides alike.
+figures. Ours and the baseline alternate (in turn first) within each repeat and
+the table shows medians, so background load hits both sides alike. A local Ray
+runtime (``num_cpus=2``, no dashboard) is started for the ray row only.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def echo(x: Any) -> Any:
     return x
 
 
+def result(future: Any) -> Any:
+    """Wait for one future (ours or ``concurrent.futures``)."""
+    return future.result()
+
+
 class RawEcho:
     """The hand-written Ray actor our ray mode is compared with."""
 
@@ -65,9 +71,9 @@ class Row:
     """One line of the table: a mode, its baseline (if any) and the target ratio."""
 
     mode: str
-    ours: Callable[[], Any]
+    ours: Callable[[], ContextManager[Subject]]
     baseline_name: str = "-"
-    baseline: Optional[Callable[[], Any]] = None
+    baseline: Optional[Callable[[], ContextManager[Subject]]] = None
     target: Optional[float] = None
     runtime: Callable[[], ContextManager] = nullcontext
 
@@ -76,14 +82,14 @@ class Row:
 def ours(mode: str, **options: Any) -> Iterator[Subject]:
     """An ``Echo`` worker in ``mode``."""
     with Echo.options(mode=mode, **options).init() as worker:
-        yield Subject(worker.echo, gather, lambda future: future.result())
+        yield Subject(worker.echo, gather, result)
 
 
 @contextmanager
 def executor(pool: Any) -> Iterator[Subject]:
     """A ``concurrent.futures`` executor running ``echo``."""
     with pool:
-        yield Subject(lambda i: pool.submit(echo, i), lambda fs: [f.result() for f in fs], lambda f: f.result())
+        yield Subject(lambda i: pool.submit(echo, i), lambda futures: [f.result() for f in futures], result)
 
 
 @contextmanager
@@ -146,7 +152,7 @@ MEASURES = (submit_gather_us, call_result_us)
 
 
 def measure_row(row: Row, calls: int, repeat: int) -> dict:
-    """Medians of each measure for ours and the baseline, alternating the two in every repeat."""
+    """Medians of each measure for ours and the baseline, taking turns in every repeat."""
     samples: dict = {(side, m): [] for side in ("ours", "baseline") for m in MEASURES}
     with ExitStack() as stack:
         stack.enter_context(row.runtime())
@@ -155,30 +161,33 @@ def measure_row(row: Row, calls: int, repeat: int) -> dict:
             subjects["baseline"] = stack.enter_context(row.baseline())
         for subject in subjects.values():
             submit_gather_us(subject, WARMUP_CALLS)
-        for _ in range(repeat):
+        for turn in range(repeat):
+            order = list(subjects.items())[:: 1 if turn % 2 == 0 else -1]
             for measure in MEASURES:
-                for side, subject in subjects.items():
+                for side, subject in order:
                     samples[side, measure].append(measure(subject, calls))
     return {key: statistics.median(values) for key, values in samples.items() if values}
 
 
 def format_table(results: list[tuple[Row, dict]]) -> str:
-    """The table: for each measure, ours, the baseline and their ratio (marked when over target)."""
-    header = f"{'mode':<8} {'baseline':<23}"
-    for measure in ("submit+gather", "call+result"):
-        header += f" | {measure + ' ours':>19} {'base':>8} {'ratio':>7}"
-    lines = [header + " | target", "-" * (len(header) + 9)]
+    """The table: for each measure, ours, the baseline and their ratio (``*`` when over the target)."""
+    cell = "{:>9} {:>9} {:>7}"
+    lines = [
+        f"{'':<32}| {'submit N, then gather':^27} | {'one call + result':^27} |",
+        f"{'mode':<8}{'baseline':<24}| {cell.format('ours', 'base', 'ratio')} | {cell.format('ours', 'base', 'ratio')} | target",
+    ]
+    lines.append("-" * len(lines[1]))
     for row, medians in results:
-        line = f"{row.mode:<8} {row.baseline_name:<23}"
+        cells = []
         for measure in MEASURES:
             mine, base = medians[("ours", measure)], medians.get(("baseline", measure))
             if base is None:
-                line += f" | {mine:>19.1f} {'-':>8} {'-':>7}"
+                cells.append(cell.format(f"{mine:.1f}", "-", "-"))
             else:
                 ratio = mine / base
-                mark = "*" if ratio > row.target else " "
-                line += f" | {mine:>19.1f} {base:>8.1f} {ratio:>6.2f}{mark}"
-        lines.append(line + (f" | <= {row.target}x" if row.target else " |"))
+                cells.append(cell.format(f"{mine:.1f}", f"{base:.1f}", f"{ratio:.2f}" + ("*" if ratio > row.target else " ")))
+        target = f"<= {row.target}x" if row.target else ""
+        lines.append(f"{row.mode:<8}{row.baseline_name:<24}| {cells[0]} | {cells[1]} | {target}".rstrip())
     return "\n".join(lines)
 
 
@@ -195,7 +204,8 @@ def main() -> None:
         if row.mode in args.modes:
             print(f"measuring {row.mode} ...", flush=True)
             results.append((row, measure_row(row, args.calls, args.repeat)))
-    print(f"\nmicroseconds per call, median of {args.repeat} runs of {args.calls} calls; ratio = ours / baseline, * = over target\n")
+    print(f"\nmicroseconds per call, median of {args.repeat} runs of {args.calls} calls; "
+          "ratio = ours / baseline, * = over the target\n")
     print(format_table(results))
 
 
