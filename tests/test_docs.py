@@ -1,4 +1,4 @@
-"""Every Python example in the foundation guides (docs/workers.md, futures.md, errors.md, modes.md) runs as written."""
+"""Every Python example in the README and the foundation guides (docs/workers.md, futures.md, errors.md, modes.md) runs as written."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from conftest import REPO
 
 from concurry_ray.protocol import MODES
 
-GUIDES = ["workers.md", "futures.md", "errors.md", "modes.md"]
+GUIDES = ["README.md", "docs/workers.md", "docs/futures.md", "docs/errors.md", "docs/modes.md"]
 
 
 def examples() -> list:
     params = []
     for guide in GUIDES:
-        text = (REPO / "docs" / guide).read_text()
+        text = (REPO / guide).read_text()
         for index, code in enumerate(re.findall(r"```python\n(.*?)```", text, flags=re.S), start=1):
             params.append(pytest.param(guide, code, id=f"{guide}-{index}"))
     return params
@@ -38,4 +38,4 @@ def main_module(monkeypatch):
 def test_example_runs(guide, code, main_module, request):
     if 'mode="ray"' in code or "import ray" in code:
         request.getfixturevalue("ray_runtime")  # the session's runtime, not one started by the example
-    exec(compile(code, f"docs/{guide}", "exec"), main_module.__dict__)
+    exec(compile(code, guide, "exec"), main_module.__dict__)
