@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from .balancing import make_balancer
 from .errors import ConfigError, PoolStoppedError, WorkerCrashedError, closest
 from .futures import Future, as_future, chain, is_awaitable_result, settle
+from .deadlines import expire_after
 from .health import HealthMonitor
 from .host import public_methods
 from .nested import collect, replace
@@ -181,9 +182,10 @@ class Pool:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
         call = Call(method, args, kwargs)
         pending = self._pending_arguments(call) if self._options.unwrap_futures else None
-        if pending:
-            return self._after(pending, call, priority)
-        return self._dispatch(call, priority)
+        future = self._after(pending, call, priority) if pending else self._dispatch(call, priority)
+        if self._options.call_timeout is not None:
+            expire_after(future, self._options.call_timeout, f"{self._cls.__name__}.{method}()")
+        return future
 
     def _pending_arguments(self, call: Call) -> list:
         return collect((call.args, call.kwargs), _is_future_arg, [])

@@ -14,6 +14,7 @@ from conftest import ALL_MODES
 from workers import BrokenInit, Counter, UnpicklableError
 
 from concurry_ray import (
+    CallTimeoutError,
     ConfigError,
     Future,
     PoolStoppedError,
@@ -223,3 +224,13 @@ def test_bad_options_raise_config_error(options, message):
         Counter.options(**options)
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "thread", "process", "ray"])
+def test_call_timeout_fails_slow_calls(mode, mode_opts):
+    with Counter.options(**mode_opts(mode, call_timeout=0.5)).init() as w:
+        assert w.sleep(0.01).result(timeout=30) == 0.01
+        slow = w.sleep(2)
+        with pytest.raises(CallTimeoutError, match=r"Counter.sleep\(\) did not finish within call_timeout=0.5s"):
+            slow.result(timeout=30)
+        assert isinstance(slow.exception(), TimeoutError)
