@@ -188,7 +188,11 @@ class Pool:
         return future
 
     def _pending_arguments(self, call: Call) -> list:
-        return collect((call.args, call.kwargs), _is_future_arg, [])
+        found: list = []
+        for value in (*call.args, *call.kwargs.values()):
+            if type(value) not in _PLAIN:
+                collect(value, _is_future_arg, found)
+        return found
 
     def _after(self, pending: list, call: Call, priority: int) -> Future:
         """Submit ``call`` once its argument futures are done, without blocking the caller."""
@@ -469,6 +473,9 @@ class _Reaper:
     def close(self) -> None:
         self.queue.put(None)
         self._thread.join(timeout=30)
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _is_future_arg(value: Any) -> bool:
