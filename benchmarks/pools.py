@@ -1,0 +1,109 @@
+"""Pool throughput next to raw baselines, in one run.
+
+    python benchmarks/pools.py [--calls N] [--repeat R]
+
+Rows (medians of R runs; ratio = ours / baseline):
+* thread pool of 8 vs ThreadPoolExecutor(8): microseconds per trivial call (target <= 1.5x);
+* Ray pool of 2 vs the same two raw actors called round robin, and vs ray.util.ActorPool.map:
+  throughput ratio (targets >= 0.8x and >= 2x);
+* least-active pool of 64 threads on 10 ms sleeps: throughput as % of ideal (target >= 85 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from concurry_ray import Worker, gather
+
+
+class Echo(Worker):
+    """A trivial worker."""
+
+    def echo(self, x):
+        return x
+
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+def per_call(run, calls: int, repeat: int) -> float:
+    """Median microseconds per call of ``run(calls)``."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run(calls)
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def thread_rows(calls: int, repeat: int) -> list:
+    with Echo.options(mode="thread", max_workers=8).init() as pool, ThreadPoolExecutor(8) as executor:
+        ours = per_call(lambda n: gather([pool.echo(i) for i in range(n)]), calls, repeat)
+        base = per_call(lambda n: [f.result() for f in [executor.submit(str, i) for i in range(n)]], calls, repeat)
+    return [("thread pool of 8", "ThreadPoolExecutor(8)", ours, base, ours / base, "<= 1.5x")]
+
+
+def ray_rows(calls: int, repeat: int) -> list:
+    import ray
+    from ray.util import ActorPool
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+
+        @ray.remote(num_cpus=0.1)
+        class Raw:
+            def echo(self, x):
+                return x
+
+        actors = [Raw.remote() for _ in range(2)]
+        ray.get([a.echo.remote(0) for a in actors])
+
+        def raw(n):
+            ray.get([actors[i % 2].echo.remote(i) for i in range(n)])
+
+        def actor_pool(n):
+            list(ActorPool(actors).map(lambda a, v: a.echo.remote(v), range(n)))
+
+        with Echo.options(mode="ray", max_workers=2, actor_options={"num_cpus": 0.1}).init() as pool:
+            gather([pool.echo(i) for i in range(50)])
+            ours = per_call(lambda n: gather([pool.echo(i) for i in range(n)]), calls, repeat)
+        base = per_call(raw, calls, repeat)
+        mapped = per_call(actor_pool, calls, repeat)
+    finally:
+        ray.shutdown()
+    return [
+        ("ray pool of 2", "2 raw actors, round robin", ours, base, base / ours, ">= 0.8x throughput"),
+        ("ray pool of 2", "ray.util.ActorPool.map", ours, mapped, mapped / ours, ">= 2x throughput"),
+    ]
+
+
+def least_active_row(calls: int) -> list:
+    with Echo.options(mode="thread", max_workers=64, load_balancing="active").init() as pool:
+        gather(pool.broadcast("nap", 0))
+        start = time.perf_counter()
+        gather([pool.nap(0.01) for _ in range(calls)])
+        achieved = calls / (time.perf_counter() - start)
+    ideal = 64 / 0.01
+    return [("least-active, 64 threads", "ideal 6400 calls/s", achieved, ideal, achieved / ideal, ">= 85 % of ideal")]
+
+
+def main() -> None:
+    """Measure every row and print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = thread_rows(args.calls, args.repeat) + ray_rows(args.calls, args.repeat) + least_active_row(args.calls)
+    print(f"{'pool':26} {'baseline':28} {'ours':>10} {'base':>10} {'ratio':>7}  target")
+    print("-" * 100)
+    for name, baseline, ours, base, ratio, target in rows:
+        print(f"{name:26} {baseline:28} {ours:10.1f} {base:10.1f} {ratio:7.2f}  {target}")
+    print("thread and ray rows: microseconds per call; least-active row: calls per second")
+
+
+if __name__ == "__main__":
+    main()
