@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "Future",
@@ -66,7 +66,7 @@ def cancelled(label: str) -> CancelledError:
     return CancelledError(f"cancelled: {label} was stopped before the call finished")
 
 
-def chain(source: cf.Future, target: cf.Future, translate: Callable[[BaseException], BaseException] | None = None) -> None:
+def chain(source: cf.Future, target: cf.Future) -> None:
     """Copy ``source``'s outcome into ``target`` when it completes."""
 
     def _copy(done: cf.Future) -> None:
@@ -74,8 +74,6 @@ def chain(source: cf.Future, target: cf.Future, translate: Callable[[BaseExcepti
             target.cancel() or settle(target, error=CancelledError())
             return
         error = done.exception()
-        if error is not None and translate is not None:
-            error = translate(error)
         settle(target, done.result() if error is None else None, error)
 
     source.add_done_callback(_copy)

@@ -3,16 +3,16 @@
 For each user class one actor class is generated whose methods mirror the
 class's public methods, so a call travels as ``actor.method.remote(*args,
 **kwargs)`` exactly as a hand-written Ray actor call would (no extra envelope to
-serialise). A class with any ``async def`` method gets an async actor: every
-method runs on the actor's one event loop, async ones concurrently. Otherwise
-the actor is single-threaded and runs calls in the order each caller sent them.
+serialise). A class with any ``async def`` method gets an asyncio actor (see
+:class:`_AsyncHostActorBase`); any other class gets a plain single-threaded
+actor, which runs calls in the order each caller sent them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import cloudpickle
@@ -50,31 +50,39 @@ class _HostActorBase:
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
+
+class _AsyncHostActorBase(_HostActorBase):
+    """Base of actors for classes with ``async def`` methods (Ray runs them as asyncio actors).
+
+    Async methods run concurrently on the actor's event loop. Sync methods run one
+    at a time, in the order each sender sent them, on one dedicated thread, so a
+    long sync call never stalls the loop (nor the replies of finished calls).
+    """
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="concurry-sync")
+        self._order = asyncio.Condition()
+        self._next_seq: dict[str, int] = {}
+
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
         try:
             if self._host.is_async(name):
                 return await self._host.run_async(call)
-            async with self._turn(ticket):
-                return self._host.run(call)
+            return await self._in_turn(ticket, call)
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, ticket: tuple):
-        """Run sync calls of one sender in the order it sent them (async actors do not promise it)."""
+    async def _in_turn(self, ticket: tuple, call: Call) -> Any:
+        """Queue a sync call on the sync thread once every earlier call of its sender is queued."""
         sender, seq = ticket
-        if not hasattr(self, "_order"):
-            self._order = asyncio.Condition()
-            self._next_seq: dict[str, int] = {}
         async with self._order:
             await self._order.wait_for(lambda: self._next_seq.get(sender, 1) == seq)
-        try:
-            yield
-        finally:
-            async with self._order:
-                self._next_seq[sender] = seq + 1
-                self._order.notify_all()
+            outcome = asyncio.get_running_loop().run_in_executor(self._sync_thread, self._host.run, call)
+            self._next_seq[sender] = seq + 1
+            self._order.notify_all()
+        return await outcome
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -91,7 +99,8 @@ def actor_class_for(cls: type) -> Any:
         is_async = has_async_methods(cls)
         methods = {name: _forwarder(name, is_async) for name in public_methods(cls)}
         namespace = {"__module__": __name__, "__qualname__": f"Host[{cls.__name__}]", **methods}
-        generated = type(f"Host[{cls.__name__}]", (_HostActorBase,), namespace)
+        base = _AsyncHostActorBase if is_async else _HostActorBase
+        generated = type(f"Host[{cls.__name__}]", (base,), namespace)
         actor = _ACTOR_CLASSES[cls] = ray.remote(generated)
     return actor
 

@@ -15,7 +15,7 @@ from ..futures import Future, cancelled, settle
 from ..host import describe_unpicklable, has_async_methods, rebuild_init_error
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 from .actor import start_actor
-from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error
+from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error, when_done
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
 
@@ -66,7 +66,7 @@ class RayClient(WorkerClient):
         future.set_running_or_notify_cancel()
         call_id = next(self._ids)
         self._pending[call_id] = (call, future, self._is_async(call.method))
-        ref.future().add_done_callback(lambda done: self._complete(call_id, done))
+        when_done(ref, lambda value, error: self._complete(call_id, value, error))
         return future
 
     def _send(self, call: Call) -> Any:
@@ -81,13 +81,12 @@ class RayClient(WorkerClient):
             self._seq = seq
             return ref
 
-    def _complete(self, call_id: int, done) -> None:
+    def _complete(self, call_id: int, value: Any, error: Optional[BaseException]) -> None:
         entry = self._pending.pop(call_id, None)
         if entry is None:
             return  # already failed or handed back because the actor died
-        error = done.exception()
         if error is None:
-            settle(entry[1], done.result())
+            settle(entry[1], value)
             return
         error = unwrap_ray_error(error, self.label)
         if isinstance(error, WorkerCrashedError) and not self._stopping:

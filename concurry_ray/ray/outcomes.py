@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any, Callable, Optional
 
 import ray
 from ray import exceptions as rex
 
 from ..errors import SerializationError, WorkerCrashedError
-from ..futures import Future, chain
+from ..futures import Future, settle
 
 log = logging.getLogger("concurry_ray")
 
@@ -44,10 +45,28 @@ def _first_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text[:3])
 
 
+def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseException]], None]) -> None:
+    """Call ``callback(value, error)`` on Ray's callback thread once ``ref`` is ready.
+
+    ``ObjectRef._on_completed`` is what ``ref.future()`` is built on; calling it
+    directly saves a concurrent future and a lock per call on the hot path (Ray is
+    pinned, so this private method is stable for us). The caller keeps ``ref``
+    alive until the callback has run.
+    """
+
+    def deliver(result: Any) -> None:
+        if isinstance(result, rex.RayError):
+            callback(None, result)
+        else:
+            callback(result, None)
+
+    ref._on_completed(deliver)
+
+
 def future_from_ref(ref: "ray.ObjectRef", label: str = "Ray actor") -> Future:
     """A Future settled when ``ref`` is; it keeps the ref so it can be passed on unresolved."""
     future = Future()
     future._ray_ref = ref
     future.set_running_or_notify_cancel()
-    chain(ref.future(), future, lambda e: unwrap_ray_error(e, label))
+    when_done(ref, lambda value, error: settle(future, value, error and unwrap_ray_error(error, label)))
     return future
