@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from .futures import Future
 from .protocol import Call
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class HealthMonitor:
                     self._replace(slot)
 
     def _healthy(self, slot: "Slot") -> bool:
-        future = slot.client.submit(Call(self.method, (), {}))
+        future = slot.client.submit(Call(self.method, (), {}), Future())
         try:
             return bool(future.result(timeout=self.interval))
         except (Exception, cf.CancelledError) as exc:

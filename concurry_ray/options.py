@@ -6,7 +6,7 @@ with a :class:`ConfigError` that names the field, the value and what is allowed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 

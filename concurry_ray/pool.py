@@ -9,6 +9,7 @@ backpressure with priorities, replacing dead workers, draining on stop, stats.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -19,7 +20,7 @@ from queue import SimpleQueue
 from typing import Any, Callable, Optional
 
 from .balancing import make_balancer
-from .errors import ConfigError, PoolStoppedError, WorkerCrashedError, closest
+from .errors import ConfigError, PoolStoppedError, closest
 from .futures import Future, as_future, chain, is_awaitable_result, settle
 from .deadlines import expire_after
 from .health import HealthMonitor
@@ -34,7 +35,11 @@ log = logging.getLogger("concurry_ray")
 
 @dataclass
 class Slot:
-    """One position in a pool: the current worker there and its counters."""
+    """One position in a pool: the current worker there and its counters.
+
+    The counters change under ``lock`` (not the pool's lock), so a finishing
+    call never waits for a caller that is dispatching.
+    """
 
     index: int
     client: WorkerClient
@@ -44,6 +49,8 @@ class Slot:
     failed: int = 0
     restarts: int = 0
     retired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    on_done: Optional[Callable[[Future], None]] = field(default=None, repr=False)
 
     def health(self) -> dict:
         """The per-worker figures reported by ``get_pool_stats()``."""
@@ -160,6 +167,7 @@ class Pool:
     def _install(self, slot: Slot, client: WorkerClient) -> None:
         """Make ``client`` the worker of ``slot``; its death is reported to the membership."""
         slot.client = client
+        slot.on_done = functools.partial(self._finished, slot)
         client.on_death = lambda dead, error, unstarted: self._members.replace(slot, dead, error, unstarted)
 
     # ----- calling ----------------------------------------------------------
@@ -245,6 +253,8 @@ class Pool:
             if future is None:
                 future = Future()
                 heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
+                # A call may have finished (without the pool lock) since _try_send looked.
+                self._release_parked()
             return future
 
     def _try_send(self, call: Call) -> Optional[Future]:
@@ -260,10 +270,16 @@ class Pool:
             return None
         self._total_dispatched += 1
         slot = self._choose(candidates)
-        slot.in_flight += 1
-        slot.dispatched += 1
-        future = slot.client.submit(call)
-        future.add_done_callback(lambda f: self._finished(slot, f))
+        return self._send(slot, call)
+
+    def _send(self, slot: Slot, call: Call) -> Future:
+        """Submit ``call`` to ``slot``'s worker and count it there."""
+        with slot.lock:
+            slot.in_flight += 1
+            slot.dispatched += 1
+        future = Future()
+        future.add_done_callback(slot.on_done)
+        slot.client.submit(call, future)
         self._members.touched()
         return future
 
@@ -291,13 +307,15 @@ class Pool:
         return self._slots[self._balancer.pick(indexes, active, total)]
 
     def _finished(self, slot: Slot, future: Future) -> None:
-        with self._lock:
+        failed = future.cancelled() or future.exception() is not None
+        with slot.lock:
             slot.in_flight -= 1
-            if future.cancelled() or future.exception() is not None:
+            if failed:
                 slot.failed += 1
             else:
                 slot.completed += 1
-            if self._parked:
+        if self._parked:
+            with self._lock:
                 self._release_parked()
         self._members.touched()
 
@@ -322,9 +340,9 @@ class Pool:
         client = self._backend.spawn(self._spec())
         self._on_demand_clients.add(client)
         client.on_death = lambda c, error, unstarted: [settle(f, error=error) for _, f in unstarted]
-        future = client.submit(call)
+        future = Future()
         future.add_done_callback(lambda f: self._on_demand_done(client))
-        return future
+        return client.submit(call, future)
 
     def _on_demand_done(self, client: WorkerClient) -> None:
         self._reaper_queue().put(client)
@@ -396,15 +414,8 @@ class Pool:
             raise AttributeError(f"{self._cls.__name__} has no public method {method!r}{closest(method, self._methods)}")
         if self._stopped:
             raise PoolStoppedError(f"{self!r} is stopped; broadcast({method!r}) was not run")
-        futures = []
         with self._lock:
-            for slot in self._live_slots():
-                slot.in_flight += 1
-                slot.dispatched += 1
-                future = slot.client.submit(Call(method, args, kwargs))
-                future.add_done_callback(lambda f, s=slot: self._finished(s, f))
-                futures.append(future)
-        return futures
+            return [self._send(slot, Call(method, args, kwargs)) for slot in self._live_slots()]
 
     def get_pool_stats(self) -> dict:
         """Pool size, state, balancer figures and per-worker health, as a plain dict.

@@ -4,7 +4,7 @@ A *backend* (one module per mode) knows how to ``spawn`` a worker from a
 :class:`WorkerSpec`. What it returns is a :class:`WorkerClient`: the client side
 of one live worker, with four operations::
 
-    submit(call) -> Future      run a method call, get its future at once
+    submit(call, future)        run a method call; ``future`` settles with its outcome
     ready                       a Future that completes when the constructor ran
     alive()                     is the worker still there?
     stop(deadline)              finish what was queued, then stop; cancel the rest at the deadline
@@ -87,8 +87,12 @@ class WorkerClient(ABC):
         self.on_death: Optional[Callable[["WorkerClient", BaseException, list], None]] = None
 
     @abstractmethod
-    def submit(self, call: Call) -> Future:
-        """Send a call; the returned future settles with its outcome."""
+    def submit(self, call: Call, future: Future) -> Future:
+        """Send a call and return at once; ``future`` (returned for convenience) settles with its outcome.
+
+        The caller makes the future, so its done-callbacks are in place before
+        the call can finish on another thread.
+        """
 
     @abstractmethod
     def alive(self) -> bool:

@@ -40,8 +40,7 @@ class AsyncioClient(WorkerClient):
             return
         self.ready.set_result(None)
 
-    def submit(self, call: Call) -> Future:
-        future = Future()
+    def submit(self, call: Call, future: Future) -> Future:
         self._calls.add(future)
         self._loop.call_soon_threadsafe(self._start, call, future)
         return future

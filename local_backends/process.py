@@ -62,8 +62,7 @@ class ProcessClient(WorkerClient):
     def pid(self) -> Optional[int]:
         return self._process.pid
 
-    def submit(self, call: Call) -> Future:
-        future = Future()
+    def submit(self, call: Call, future: Future) -> Future:
         try:
             payload = cloudpickle.dumps(call)
         except Exception as exc:

@@ -32,8 +32,7 @@ class SyncClient(WorkerClient):
             return
         self.ready.set_result(None)
 
-    def submit(self, call: Call) -> Future:
-        future = Future()
+    def submit(self, call: Call, future: Future) -> Future:
         future.set_running_or_notify_cancel()
         if self._host.is_async(call.method):
             self._async_calls.add(future)

@@ -27,21 +27,22 @@ class ThreadClient(WorkerClient):
         self._queue: SimpleQueue = SimpleQueue()
         self._async_calls = InFlight()
         self._deadline: Optional[float] = None
+        self._alive = True  # a flag: Thread.is_alive() takes a lock, and alive() is on the dispatch path
         self._thread = Thread(target=self._main, args=(spec,), name=spec.label, daemon=True)
         self._thread.start()
 
-    def submit(self, call: Call) -> Future:
-        future = Future()
+    def submit(self, call: Call, future: Future) -> Future:
         self._queue.put((call, future))
         return future
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._alive
 
     def _main(self, spec: WorkerSpec) -> None:
         try:
             host = Host(spec)
         except WorkerInitError as exc:
+            self._alive = False
             self.ready.set_exception(exc)
             return
         self.ready.set_result(None)
@@ -49,6 +50,7 @@ class ThreadClient(WorkerClient):
             self._serve(host)
             self._async_calls.drain(self._deadline)
         finally:
+            self._alive = False
             host.close()
 
     def _serve(self, host: Host) -> None:

@@ -6,12 +6,11 @@ import asyncio
 import os
 import pathlib
 import random
-import threading
 import time
 from concurrent.futures import Future as CFuture
 
 import pytest
-from conftest import ALL_MODES, POOL_MODES
+from conftest import ALL_MODES
 
 import concurry_ray
 from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashedError

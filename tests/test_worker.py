@@ -11,7 +11,7 @@ import traceback
 
 import pytest
 from conftest import ALL_MODES
-from workers import BrokenInit, Counter, UnpicklableError
+from workers import BrokenInit, Counter
 
 from concurry_ray import (
     CallTimeoutError,

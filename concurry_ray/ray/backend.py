@@ -52,8 +52,7 @@ class RayClient(WorkerClient):
             self._pid = ray.get(self.actor.__concurry_pid__.remote(), timeout=30)
         return self._pid
 
-    def submit(self, call: Call) -> Future:
-        future = Future()
+    def submit(self, call: Call, future: Future) -> Future:
         try:
             ref = self._send(call)
         except TypeError as exc:
