@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -142,8 +143,10 @@ def gather(
     """Results of many futures, in input order (a list) or by key (a dict).
 
     Plain values are passed through. With ``return_exceptions=True`` a failed
-    call's exception takes its place; otherwise the first failure (in input
-    order) is raised. ``timeout`` bounds the whole wait and raises ``TimeoutError``.
+    call's exception takes its place. Otherwise gather fails fast: as soon as a
+    call fails, its exception is raised (the first failed one in input order,
+    among those finished). ``timeout`` bounds the whole wait and raises
+    ``TimeoutError``.
     """
     keys, values = (list(fs.keys()), list(fs.values())) if isinstance(fs, Mapping) else (None, list(fs))
     pending = [as_future(v) if is_awaitable_result(v) else None for v in values]
@@ -152,23 +155,50 @@ def gather(
     if bar is not None:
         for f in real:
             f.add_done_callback(lambda _f: bar.update(1))
-    _, not_done = cf.wait(real, timeout=timeout, return_when=ALL_COMPLETED if return_exceptions else FIRST_EXCEPTION)
+    _wait_all(real, timeout, fail_fast=not return_exceptions)
     if bar is not None:
         bar.close()
-    if not_done and (return_exceptions or not any(f.done() and f.exception() for f in real)):
-        raise TimeoutError(f"gather: {len(not_done)} of {len(real)} futures still pending after {timeout}s")
-    results = [_outcome(p, v, return_exceptions) for p, v in zip(pending, values)]
+    if not return_exceptions:
+        failed = next((f for f in real if _failed(f)), None)
+        if failed is not None:
+            failed.result(timeout=0)  # raises its exception (CancelledError for a cancelled call)
+    not_done = sum(not f.done() for f in real)
+    if not_done:
+        raise TimeoutError(f"gather: {not_done} of {len(real)} futures still pending after {timeout}s")
+    results = [value if p is None else _outcome(p, return_exceptions) for p, value in zip(pending, values)]
     return dict(zip(keys, results)) if keys is not None else results
 
 
-def _outcome(pending: cf.Future | None, value: Any, return_exceptions: bool) -> Any:
-    if pending is None:
-        return value
+def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
+    """Block until every future is done, or (``fail_fast``) one failed or was cancelled, or ``timeout`` passed."""
+    if not futures:
+        return
+    finished = threading.Event()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(future: cf.Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] == 0 or (fail_fast and _failed(future)):
+                finished.set()
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    finished.wait(timeout)
+
+
+def _failed(future: cf.Future) -> bool:
+    """Finished with an exception or cancelled (``exception()`` raises for a cancelled future)."""
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+def _outcome(future: cf.Future, return_exceptions: bool) -> Any:
     if return_exceptions:
-        if pending.cancelled():
+        if future.cancelled():
             return CancelledError()
-        return pending.exception() or pending.result()
-    return pending.result(timeout=0) if pending.done() else pending.result()
+        return future.exception() or future.result()
+    return future.result(timeout=0)
 
 
 def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
