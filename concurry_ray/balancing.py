@@ -1,27 +1,29 @@
 """Load-balancing algorithms: which worker gets the next call.
 
-Each algorithm is a tiny object with one decision, ``pick``, over the live
-candidates' load figures. The same objects serve local pools and the Ray
-balancer actor, so every mode balances the same way.
+Each algorithm is a tiny object with one decision, ``pick``: which of ``count``
+candidate workers gets the next call, given (for the load-based ones) each
+candidate's figure named by ``load``. Pools of every mode use them, so every
+mode balances the same way; in Ray mode the figures include the calls other
+copies of the pool handle sent (reported through the balancer actor).
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .errors import ConfigError
 
 
 class Balancer:
-    """Chooses a worker index among candidates; subclasses set ``display_name``."""
+    """Chooses one of the candidate workers; subclasses set ``display_name`` and ``load``."""
 
     display_name = "Balancer"
-    uses_loads = False
+    load: Optional[str] = None  # the per-worker figure pick() needs: "in_flight" or "dispatched"
 
-    def pick(self, candidates: Sequence[int], active: Sequence[int], total: Sequence[int]) -> int:
-        """Pick one of ``candidates`` (worker indexes) given per-worker active and total calls."""
+    def pick(self, count: int, loads: Optional[Sequence[int]]) -> int:
+        """The position (0 .. count-1) of the chosen candidate; ``loads`` holds their figures if ``load`` is set."""
         raise NotImplementedError
 
 
@@ -33,28 +35,28 @@ class RoundRobin(Balancer):
     def __init__(self) -> None:
         self._counter = itertools.count()
 
-    def pick(self, candidates, active, total):
-        return candidates[next(self._counter) % len(candidates)]
+    def pick(self, count, loads):
+        return next(self._counter) % count
 
 
 class LeastActiveLoad(Balancer):
     """The worker with the fewest calls in flight (ties: the lowest index)."""
 
     display_name = "LeastActiveLoad"
-    uses_loads = True
+    load = "in_flight"
 
-    def pick(self, candidates, active, total):
-        return min(candidates, key=active.__getitem__)
+    def pick(self, count, loads):
+        return loads.index(min(loads))
 
 
 class LeastTotalLoad(Balancer):
     """The worker that has received the fewest calls over its life."""
 
     display_name = "LeastTotalLoad"
-    uses_loads = True
+    load = "dispatched"
 
-    def pick(self, candidates, active, total):
-        return min(candidates, key=total.__getitem__)
+    def pick(self, count, loads):
+        return loads.index(min(loads))
 
 
 class Random(Balancer):
@@ -62,8 +64,8 @@ class Random(Balancer):
 
     display_name = "Random"
 
-    def pick(self, candidates, active, total):
-        return random.choice(candidates)
+    def pick(self, count, loads):
+        return random.randrange(count)
 
 
 ALGORITHMS: dict[str, type[Balancer]] = {

@@ -80,6 +80,11 @@ class Host:
         _set_limits(instance, limits)
         return instance
 
+    @property
+    def retries(self) -> int:
+        """Extra attempts this worker has made so far (all methods)."""
+        return self._retry.retries
+
     def limits_of(self) -> Any:
         """The LimitSet the worker sees as ``self.limits`` (None without limits)."""
         return self.limits

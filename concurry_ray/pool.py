@@ -60,6 +60,7 @@ class Slot:
             "in_flight": self.in_flight,
             "completed": self.completed,
             "failed": self.failed,
+            "retries": self.client.retries(),
         }
 
 
@@ -112,12 +113,14 @@ class Pool:
         self._balancer = make_balancer(options.balancing)
         self._lock = threading.RLock()
         self._slots: dict[int, Slot] = {}
+        self._roster: list[Slot] = []  # the slots not retired, in index order
         self._parked: list[_Parked] = []
         self._seq = itertools.count()
         self._ids = itertools.count()
         self._stopped = False
         self._total_dispatched = 0
         self._crash_retries = 0
+        self._past_retries = 0  # retries made by workers that were replaced or reaped
         self._crash_budget: dict[str, int] = {}
         self._on_demand_clients: set = set()
         self._reaper: Optional[_Reaper] = None
@@ -153,8 +156,7 @@ class Pool:
             if self._stopped or slot.retired:
                 return
         self._adopt_all(self._members.start(1))
-        with self._lock:
-            slot.retired = True
+        self._retire([slot])
         self._members.retire([slot])
 
     def _adopt_all(self, clients: list) -> None:
@@ -163,9 +165,23 @@ class Pool:
                 slot = Slot(index, client)
                 self._install(slot, client)
                 self._slots[index] = slot
+            self._roster_changed()
+
+    def _retire(self, slots: list[Slot]) -> None:
+        """Take ``slots`` out of dispatch (their workers finish what they have)."""
+        with self._lock:
+            for slot in slots:
+                slot.retired = True
+            self._roster_changed()
+
+    def _roster_changed(self) -> None:
+        """Recompute the slots calls may go to, after slots were added or retired (lock held)."""
+        self._roster = [s for s in self._slots.values() if not s.retired]
 
     def _install(self, slot: Slot, client: WorkerClient) -> None:
         """Make ``client`` the worker of ``slot``; its death is reported to the membership."""
+        if slot.client is not client:
+            self._past_retries += slot.client.retries() or 0
         slot.client = client
         slot.on_done = functools.partial(self._finished, slot)
         client.on_death = lambda dead, error, unstarted: self._members.replace(slot, dead, error, unstarted)
@@ -265,12 +281,30 @@ class Pool:
                 return None
             self._total_dispatched += 1
             return self._send_on_demand(call)
-        candidates = self._candidates()
-        if not candidates:
+        slot = self._pick_slot()
+        if slot is None:
             return None
         self._total_dispatched += 1
-        slot = self._choose(candidates)
         return self._send(slot, call)
+
+    def _pick_slot(self) -> Optional[Slot]:
+        """The slot for the next call, or None if none can take it (lock held).
+
+        The balancer first chooses among all slots; only when its choice is dead
+        or full does it choose again among the slots that can take a call.
+        """
+        roster = self._roster
+        if not roster:
+            return None
+        slot = self._choose(roster)
+        if slot.client.alive() and self._has_room(slot):
+            return slot
+        candidates = self._candidates()
+        return self._choose(candidates) if candidates else None
+
+    def _has_room(self, slot: Slot) -> bool:
+        limit = self._options.max_queued_tasks
+        return limit is None or slot.in_flight < limit
 
     def _send(self, slot: Slot, call: Call) -> Future:
         """Submit ``call`` to ``slot``'s worker and count it there."""
@@ -284,27 +318,26 @@ class Pool:
         return future
 
     def _live_slots(self) -> list[Slot]:
-        return [s for s in self._slots.values() if not s.retired]
+        return self._roster
 
     def _ready_slots(self) -> list[Slot]:
         """Live slots whose worker can take calls now (not dead and awaiting a replacement)."""
-        return [s for s in self._slots.values() if not s.retired and s.client.alive()]
+        return [s for s in self._roster if s.client.alive()]
 
     def _candidates(self) -> list[Slot]:
         """Ready slots with room for one more call under ``max_queued_tasks``."""
-        limit = self._options.max_queued_tasks
-        if limit is None:
-            return self._ready_slots()
-        return [s for s in self._ready_slots() if s.in_flight < limit]
+        return [s for s in self._ready_slots() if self._has_room(s)]
 
     def _choose(self, candidates: list[Slot]) -> Slot:
-        indexes = [s.index for s in candidates]
-        if not self._balancer.uses_loads:
-            return self._slots[self._balancer.pick(indexes, {}, {})]
+        figure = self._balancer.load
+        if figure is None:
+            return candidates[self._balancer.pick(len(candidates), None)]
+        loads = [getattr(s, figure) for s in candidates]
         others = self._members.others_load()
-        active = {s.index: s.in_flight + others.get(s.index, (0, 0))[0] for s in candidates}
-        total = {s.index: s.dispatched + others.get(s.index, (0, 0))[1] for s in candidates}
-        return self._slots[self._balancer.pick(indexes, active, total)]
+        if others:
+            column = 0 if figure == "in_flight" else 1
+            loads = [load + others.get(s.index, (0, 0))[column] for load, s in zip(loads, candidates)]
+        return candidates[self._balancer.pick(len(candidates), loads)]
 
     def _finished(self, slot: Slot, future: Future) -> None:
         failed = future.cancelled() or future.exception() is not None
@@ -352,8 +385,12 @@ class Pool:
 
     def _reaper_queue(self) -> SimpleQueue:
         if self._reaper is None:
-            self._reaper = _Reaper()
+            self._reaper = _Reaper(self._reaped)
         return self._reaper.queue
+
+    def _reaped(self, client: WorkerClient) -> None:
+        with self._lock:
+            self._past_retries += client.retries() or 0
 
     # ----- lifecycle ------------------------------------------------------------
     def stop(self, timeout: Optional[float] = None) -> None:
@@ -402,10 +439,8 @@ class Pool:
         if max_workers > len(live):
             self._adopt_all(self._members.start(max_workers - len(live)))
             return
-        with self._lock:
-            leaving = live[max_workers:]
-            for slot in leaving:
-                slot.retired = True
+        leaving = live[max_workers:]
+        self._retire(leaving)
         self._members.retire(leaving)
 
     def broadcast(self, method: str, *args: Any, **kwargs: Any) -> list[Future]:
@@ -427,7 +462,9 @@ class Pool:
 
     def _local_stats(self) -> dict:
         with self._lock:
-            live = self._live_slots()
+            live = list(self._live_slots())
+            every_slot = list(self._slots.values())
+            past_retries = self._past_retries
             balancer: dict[str, Any] = {
                 "algorithm": self._balancer.display_name,
                 "total_dispatched": self._total_dispatched,
@@ -438,7 +475,7 @@ class Pool:
                 balancer["total_active"] = sum(s.in_flight for s in live)
             if balancer["algorithm"] == "LeastTotalLoad":
                 balancer["total_calls"] = {s.index: s.dispatched for s in live}
-            return {
+            stats = {
                 "mode": self._options.mode,
                 "total_workers": self._on_demand_live if self._options.on_demand else len(live),
                 "max_workers": self._options.worker_cap,
@@ -448,8 +485,14 @@ class Pool:
                 "queued": len(self._parked),
                 "health_replacements": self._health.replaced if self._health is not None else 0,
                 "load_balancer": balancer,
-                "workers": {s.index: s.health() for s in live},
             }
+        # Outside the lock: asking a Ray worker for its retry count is a round trip.
+        stats["workers"] = {s.index: s.health() for s in live}
+        retired = [s.client.retries() for s in every_slot if s.retired]
+        stats["retries"] = past_retries + sum(w["retries"] or 0 for w in stats["workers"].values()) + sum(
+            r or 0 for r in retired
+        )
+        return stats
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
@@ -469,8 +512,9 @@ class Pool:
 class _Reaper:
     """A thread that stops finished on-demand workers (never from their own thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stopped: Callable[[WorkerClient], None]) -> None:
         self.queue: SimpleQueue = SimpleQueue()
+        self._on_stopped = on_stopped
         self._thread = threading.Thread(target=self._run, name="concurry-reaper", daemon=True)
         self._thread.start()
 
@@ -480,6 +524,7 @@ class _Reaper:
             if client is None:
                 return
             client.stop(None)
+            self._on_stopped(client)
 
     def close(self) -> None:
         self.queue.put(None)

@@ -112,6 +112,15 @@ class WorkerClient(ABC):
             known = cache[method] = is_async_method(self._cls, method)
         return known
 
+    def retries(self) -> Optional[int]:
+        """Retries the worker has made so far; None if it cannot tell (e.g. it died).
+
+        Local backends read their host's counter (kept in ``self._host``); backends
+        whose host lives elsewhere override this.
+        """
+        host = getattr(self, "_host", None)
+        return host.retries if host is not None else None
+
     def pid(self) -> Optional[int]:
         """The operating-system process id of the worker, where it has its own."""
         return os.getpid()

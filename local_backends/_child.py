@@ -36,9 +36,9 @@ def child_main(conn, spec_bytes: bytes) -> None:
         if not ok:
             value = portable_error(value, where, cloudpickle.dumps)
         try:
-            send((call_id, ok, value))
+            send((call_id, ok, value, host.retries))
         except Exception as exc:
-            send((call_id, False, describe_unpicklable("the result", value, exc, where)))
+            send((call_id, False, describe_unpicklable("the result", value, exc, where), host.retries))
 
     pending: set = set()
 

@@ -46,6 +46,7 @@ class ProcessClient(WorkerClient):
         self._ids = iter(range(1, 1 << 62))
         self._stopping = False
         self._exited = False
+        self._retries = 0  # the host's retry count, sent with every reply
         self._cls = spec.cls
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
@@ -61,6 +62,9 @@ class ProcessClient(WorkerClient):
 
     def pid(self) -> Optional[int]:
         return self._process.pid
+
+    def retries(self) -> Optional[int]:
+        return self._retries
 
     def submit(self, call: Call, future: Future) -> Future:
         try:
@@ -93,7 +97,7 @@ class ProcessClient(WorkerClient):
             else:
                 self.ready.set_exception(rebuild_init_error(*failure))
             while True:
-                call_id, ok, value = cloudpickle.loads(self._conn.recv_bytes())
+                call_id, ok, value, self._retries = cloudpickle.loads(self._conn.recv_bytes())
                 _, future, _ = self._pending.pop(call_id)
                 settle(future, value if ok else None, None if ok else value)
         except (EOFError, OSError):

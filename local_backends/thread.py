@@ -45,6 +45,7 @@ class ThreadClient(WorkerClient):
             self._alive = False
             self.ready.set_exception(exc)
             return
+        self._host = host
         self.ready.set_result(None)
         try:
             self._serve(host)

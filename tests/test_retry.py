@@ -13,7 +13,7 @@ import pytest
 from conftest import ALL_MODES
 
 import concurry_ray
-from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashedError
+from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashedError, gather
 from concurry_ray.options import build_options
 from concurry_ray.protocol import Call
 from concurry_ray.retry import Backoff, RetryRunner, check_method_names, crash_retries, follow_crashes
@@ -319,3 +319,32 @@ def test_crash_is_retried_on_another_worker(mode, size, mode_opts, tmp_path):
         pid = pool.die_once(str(marker)).result(timeout=30)
         assert pid != int(marker.read_text())
         assert pool.get_pool_stats()["load_balancer"]["crash_retries"] == 1
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_pool_stats_count_each_workers_retries(mode, mode_opts):
+    opts = mode_opts(mode, num_retries=3, **FAST)
+    with Flaky.options(**opts).init() as w:
+        assert w.fail_times("a", 2).result(timeout=30) == 3
+        assert w.afail_times("b", 1).result(timeout=30) == 2
+        stats = w.get_pool_stats()
+        assert stats["retries"] == 3
+        assert [figures["retries"] for figures in stats["workers"].values()] == [3]
+
+
+@pytest.mark.parametrize("mode", ["thread", "process", "ray"])
+def test_pool_retry_totals_cover_every_worker_and_on_demand_workers(mode, mode_opts):
+    with Flaky.options(**mode_opts(mode, max_workers=2, num_retries=3, **FAST)).init() as pool:
+        gather([pool.fail_times(f"k{i}", 1) for i in range(4)], timeout=60)
+        stats = pool.get_pool_stats()
+        assert sorted(figures["retries"] for figures in stats["workers"].values()) == [2, 2]
+        assert stats["retries"] == 4
+        pool.resize(1)
+        assert pool.get_pool_stats()["retries"] == 4, "a retired worker's retries still count"
+    opts = mode_opts(mode, on_demand=True, max_workers=2, num_retries=3, **FAST)
+    with Flaky.options(**opts).init() as pool:
+        assert gather([pool.fail_times("x", 2) for _ in range(3)], timeout=60) == [3, 3, 3]
+        deadline = time.monotonic() + 30
+        while pool.get_pool_stats()["retries"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)  # finished on-demand workers are reaped in the background
+        assert pool.get_pool_stats()["retries"] == 6

@@ -44,6 +44,10 @@ class _HostActorBase:
     def __concurry_pid__(self) -> int:
         return os.getpid()
 
+    @ray.method(concurrency_group="control")
+    def __concurry_retries__(self) -> int:
+        return self._host.retries if self._host is not None else 0
+
     def _run(self, name: str, args: tuple, kwargs: dict) -> Any:
         try:
             return self._host.run(Call(name, _resolve(args), _resolve(kwargs)))
@@ -64,6 +68,9 @@ class _AsyncHostActorBase(_HostActorBase):
         self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="concurry-sync")
         self._order = asyncio.Condition()
         self._next_seq: dict[str, int] = {}
+
+    async def __concurry_retries__(self) -> int:  # on the loop: answers while sync calls run
+        return self._host.retries if self._host is not None else 0
 
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
@@ -101,7 +108,9 @@ def actor_class_for(cls: type) -> Any:
         namespace = {"__module__": __name__, "__qualname__": f"Host[{cls.__name__}]", **methods}
         base = _AsyncHostActorBase if is_async else _HostActorBase
         generated = type(f"Host[{cls.__name__}]", (base,), namespace)
-        actor = _ACTOR_CLASSES[cls] = ray.remote(generated)
+        # A plain actor answers control calls (retry counts) on a second thread, never behind user calls.
+        remote = ray.remote if is_async else ray.remote(concurrency_groups={"control": 1})
+        actor = _ACTOR_CLASSES[cls] = remote(generated)
     return actor
 
 

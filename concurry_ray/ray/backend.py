@@ -38,6 +38,7 @@ class RayClient(WorkerClient):
         self._dead = False
         self._stopping = False
         self._pid: Optional[int] = None
+        self._retries: Optional[int] = None  # last known; a dead actor cannot be asked
         self.ready = Future()
         future_from_ref(actor.__concurry_ready__.remote(), label).add_done_callback(self._on_ready)
 
@@ -51,6 +52,17 @@ class RayClient(WorkerClient):
         if self._pid is None:
             self._pid = ray.get(self.actor.__concurry_pid__.remote(), timeout=30)
         return self._pid
+
+    def retries(self) -> Optional[int]:
+        if not (self._dead or self._stopping):
+            self._ask_retries()
+        return self._retries
+
+    def _ask_retries(self) -> None:
+        try:
+            self._retries = ray.get(self.actor.__concurry_retries__.remote(), timeout=10)
+        except ray.exceptions.RayError:
+            pass  # keep the last known count
 
     def submit(self, call: Call, future: Future) -> Future:
         try:
@@ -120,6 +132,7 @@ class RayClient(WorkerClient):
         self._stopping = True
         self.drain(deadline)
         if self.owner:
+            self._ask_retries()  # the final count, while the actor can still answer
             ray.kill(self.actor, no_restart=True)
 
     def kill(self) -> None:

@@ -130,9 +130,7 @@ class RayMembership(LocalMembership):
                 elif slot.client.actor._actor_id != actor._actor_id:
                     slot.restarts += 1
                     pool._install(slot, self._client(index, actor))
-            for index, slot in pool._slots.items():
-                if index not in members:
-                    slot.retired = True
+            pool._retire([slot for index, slot in pool._slots.items() if index not in members])
             self._version = version
             pool._release_parked()
             if not pool._ready_slots() and pool._parked:
@@ -202,6 +200,8 @@ class RayMembership(LocalMembership):
         if "total_calls" in balancer:
             balancer["total_calls"] = {i: w["dispatched"] for i, w in workers.items()}
         merged_workers = {i: {k: v for k, v in w.items() if k != "dispatched"} for i, w in workers.items()}
+        for index, figures in merged_workers.items():
+            figures["retries"] = local["workers"].get(index, {}).get("retries")
         return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"])
 
     def stop_clients(self, deadline: Optional[float]) -> None:
