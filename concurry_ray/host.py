@@ -180,6 +180,19 @@ def describe_unpicklable(what: str, value: Any, error: BaseException, where: str
     )
 
 
+def unpicklable_argument(call: Call, error: Any, where: str) -> SerializationError:
+    """A SerializationError naming the argument of ``call`` that cannot be pickled, and its type."""
+    import cloudpickle
+
+    named = [(f"argument {i}", v) for i, v in enumerate(call.args)] + [(f"argument {k}=", v) for k, v in call.kwargs.items()]
+    for name, value in named:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return describe_unpicklable(f"{name} of {call.method}()", value, exc, where)
+    return describe_unpicklable(f"the arguments of {call.method}()", call.args, error, where)
+
+
 def init_failure(exc: WorkerInitError, where: str, dumps: Callable[[Any], bytes]) -> tuple[str, BaseException]:
     """What to send back when the constructor failed: the message and the portable cause."""
     return str(exc), portable_error(exc.__cause__ or exc, where, dumps)

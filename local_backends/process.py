@@ -26,7 +26,7 @@ import cloudpickle
 
 from concurry_ray.errors import WorkerCrashedError, WorkerInitError
 from concurry_ray.futures import Future, cancelled, settle
-from concurry_ray.host import describe_unpicklable, rebuild_init_error
+from concurry_ray.host import rebuild_init_error, unpicklable_argument
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 
 from ._child import child_main
@@ -70,7 +70,7 @@ class ProcessClient(WorkerClient):
         try:
             payload = cloudpickle.dumps(call)
         except Exception as exc:
-            future.set_exception(describe_unpicklable(f"an argument of {call.method}()", call, exc, self.label))
+            future.set_exception(unpicklable_argument(call, exc, self.label))
             return future
         future.set_running_or_notify_cancel()
         call_id = next(self._ids)
@@ -105,6 +105,7 @@ class ProcessClient(WorkerClient):
 
     def _on_exit(self) -> None:
         self._exited = True
+        self._outbox.put(_STOP)  # ends the writer thread (a no-op if stop() already sent it)
         self._process.join(timeout=2)
         if not self.ready.done():
             settle(self.ready, error=WorkerInitError(

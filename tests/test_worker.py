@@ -126,8 +126,10 @@ def test_unknown_method_is_attribute_error(mode, mode_opts):
 @pytest.mark.parametrize("mode", CROSS_PROCESS)
 def test_unpicklable_argument_result_and_exception(mode, mode_opts):
     with Counter.options(**mode_opts(mode)).init() as w:
-        with pytest.raises(SerializationError, match="lock"):
+        with pytest.raises(SerializationError, match="argument 0 of echo\\(\\) of type lock cannot be pickled"):
             w.echo(threading.Lock()).result(timeout=30)
+        with pytest.raises(SerializationError, match="argument value= of echo\\(\\) of type lock"):
+            w.echo(value=threading.Lock()).result(timeout=30)
         with pytest.raises(SerializationError, match="lock"):
             w.make_lock().result(timeout=30)
         with pytest.raises(SerializationError, match="UnpicklableError"):
@@ -163,6 +165,18 @@ def test_killed_worker_fails_call_promptly_and_is_replaced(mode, mode_opts):
         assert w.pid().result(timeout=30) != pid
         stats = w.get_pool_stats()
         assert stats["workers"][0]["restarts"] == 1
+
+
+def test_crashed_process_worker_leaves_no_threads_behind(mode_opts):
+    with Counter.options(**mode_opts("process", name="Crashy")).init() as w:
+        os.kill(w.pid().result(timeout=30), signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError):
+            w.sleep(5).result(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(t.name.startswith("Crashy#0") for t in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [t.name for t in threading.enumerate() if t.name.startswith("Crashy#0")] == []
+        assert w.incr().result(timeout=30) == 1
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)

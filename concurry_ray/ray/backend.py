@@ -12,7 +12,7 @@ import ray
 
 from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
-from ..host import describe_unpicklable, has_async_methods, rebuild_init_error
+from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 from .actor import start_actor
 from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error, when_done
@@ -70,8 +70,7 @@ class RayClient(WorkerClient):
         except TypeError as exc:
             if "serialize" not in str(exc):
                 raise
-            reason = str(exc).splitlines()[0]
-            future.set_exception(describe_unpicklable(f"an argument of {call.method}()", call, reason, self.label))
+            future.set_exception(unpicklable_argument(call, str(exc).splitlines()[0], self.label))
             return future
         future._ray_ref = ref
         future.set_running_or_notify_cancel()
