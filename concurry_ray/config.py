@@ -68,11 +68,21 @@ class GlobalConfig:
         self._lock = threading.Lock()
         self._settings: dict[str, dict[str, Any]] = {}
         self.defaults = ConfigScope(self, EVERY_MODE)
-        self.sync = ConfigScope(self, "sync")
-        self.asyncio = ConfigScope(self, "asyncio")
-        self.thread = ConfigScope(self, "thread")
-        self.process = ConfigScope(self, "process")
-        self.ray = ConfigScope(self, "ray")
+
+    def __getattr__(self, mode: str) -> ConfigScope:
+        """``global_config.<mode>``: the scope of any registered mode (aliases included)."""
+        if mode.startswith("_"):
+            raise AttributeError(mode)
+        try:
+            return ConfigScope(self, canonical_mode(mode))
+        except ConfigError:
+            raise AttributeError(
+                f"global_config has no scope {mode!r}{closest(mode, [*MODES, 'defaults'])}; "
+                f"use 'defaults' or a mode: {', '.join(MODES)}"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *MODES]
 
     def set(self, scope: str, **values: Any) -> None:
         """Set defaults for ``scope`` (a mode name, or ``"*"`` for every mode), validating them first."""

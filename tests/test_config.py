@@ -125,3 +125,17 @@ def test_mutable_defaults_are_copied_per_worker():
     first, second = build_options(mode="ray"), build_options(mode="ray")
     assert first.actor_options == {"num_cpus": 0.5}
     assert first.actor_options is not second.actor_options
+
+
+def test_every_registered_mode_has_a_scope(monkeypatch):
+    from concurry_ray.protocol import MODES
+
+    monkeypatch.setitem(MODES, "inline", "local_backends.thread:ThreadBackend")
+    try:
+        global_config.inline.num_retries = 2
+        assert global_config.inline.num_retries == 2 and global_config.thread.num_retries == 0
+        assert global_config.threads.num_retries == 0, "aliases name the same scope"
+        with pytest.raises(AttributeError, match="no scope 'rayy'.*did you mean 'ray'"):
+            global_config.rayy
+    finally:
+        global_config.reset()
