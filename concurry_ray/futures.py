@@ -158,14 +158,16 @@ def gather(
     _wait_all(real, timeout, fail_fast=not return_exceptions)
     if bar is not None:
         bar.close()
+    outcomes = [peek(f) for f in real]
     if not return_exceptions:
-        failed = next((f for f in real if _failed(f)), None)
-        if failed is not None:
-            failed.result(timeout=0)  # raises its exception (CancelledError for a cancelled call)
-    not_done = sum(not f.done() for f in real)
+        error = next((error for _, error in outcomes if error is not None), None)
+        if error is not None:
+            raise error  # the first failure in input order (CancelledError for a cancelled call)
+    not_done = sum(value is _PENDING for value, _ in outcomes)
     if not_done:
         raise TimeoutError(f"gather: {not_done} of {len(real)} futures still pending after {timeout}s")
-    results = [value if p is None else _outcome(p, return_exceptions) for p, value in zip(pending, values)]
+    settled = iter(outcomes)
+    results = [value if p is None else _value_or_error(*next(settled)) for p, value in zip(pending, values)]
     return dict(zip(keys, results)) if keys is not None else results
 
 
@@ -180,7 +182,7 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
     def one_done(future: cf.Future) -> None:
         with lock:
             remaining[0] -= 1
-            if remaining[0] == 0 or (fail_fast and _failed(future)):
+            if remaining[0] == 0 or (fail_fast and failed(future)):
                 finished.set()
 
     for future in futures:
@@ -188,17 +190,30 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
     finished.wait(timeout)
 
 
-def _failed(future: cf.Future) -> bool:
-    """Finished with an exception or cancelled (``exception()`` raises for a cancelled future)."""
-    return future.done() and (future.cancelled() or future.exception() is not None)
+_PENDING = object()
 
 
-def _outcome(future: cf.Future, return_exceptions: bool) -> Any:
-    if return_exceptions:
-        if future.cancelled():
-            return CancelledError()
-        return future.exception() or future.result()
-    return future.result(timeout=0)
+def failed(future: cf.Future) -> bool:
+    """Whether a finished future failed or was cancelled (one lock, unlike ``cancelled() or exception()``)."""
+    try:
+        return future.exception(timeout=0) is not None
+    except CancelledError:
+        return True
+
+
+def peek(future: cf.Future) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` or ``(None, error)`` of a finished future (CancelledError if cancelled); ``(_PENDING, None)`` if not finished."""
+    try:
+        error = future.exception(timeout=0)
+    except CancelledError as cancelled:
+        return None, cancelled
+    except TimeoutError:
+        return _PENDING, None
+    return (None, error) if error is not None else (future.result(timeout=0), None)
+
+
+def _value_or_error(value: Any, error: BaseException | None) -> Any:
+    return error if error is not None else value
 
 
 def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:

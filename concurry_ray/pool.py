@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from .balancing import make_balancer
 from .errors import ConfigError, PoolStoppedError, closest
-from .futures import Future, as_future, chain, is_awaitable_result, settle
+from .futures import Future, as_future, chain, failed, is_awaitable_result, settle
 from .deadlines import expire_after
 from .health import HealthMonitor
 from .host import public_methods
@@ -340,10 +340,10 @@ class Pool:
         return candidates[self._balancer.pick(len(candidates), loads)]
 
     def _finished(self, slot: Slot, future: Future) -> None:
-        failed = future.cancelled() or future.exception() is not None
+        call_failed = failed(future)
         with slot.lock:
             slot.in_flight -= 1
-            if failed:
+            if call_failed:
                 slot.failed += 1
             else:
                 slot.completed += 1

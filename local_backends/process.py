@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util  # registers its atexit join first, so ours (below) runs before it
 import os
 import signal
 import threading
-from queue import SimpleQueue
 import time
+from queue import SimpleQueue
 import weakref
 from typing import Optional
 

@@ -128,8 +128,8 @@ def test_resize_under_load_loses_nothing(mode, mode_opts):
         results = gather(futures, timeout=120)
         assert pool.get_pool_stats()["total_workers"] == 1
     assert [r[2] for r in results] == list(range(30))
-    with pytest.raises(ConfigError, match="resize"):
-        Tracker.options(mode="thread", max_workers=2).init().resize(0)
+    with Tracker.options(mode="thread", max_workers=2).init() as pool, pytest.raises(ConfigError, match="resize"):
+        pool.resize(0)
 
 
 @pytest.mark.parametrize("mode", POOL_MODES)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pathlib
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -69,6 +73,21 @@ def test_nested_ray_pools_like_the_guide(ray_runtime):
 def test_coordinator_builds_a_process_pool_in_init(outer):
     with Branch.options(mode=outer).init(leaf_mode="process") as coordinator:
         assert coordinator.process_group([1, 2, 3]).result(timeout=60) == [2, 4, 6]
+
+
+def test_a_forgotten_nested_process_pool_does_not_block_exit(tmp_path):
+    script = tmp_path / "forgetful.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        from workers import Branch
+        if __name__ == "__main__":
+            coordinator = Branch.options(mode="thread").init(leaf_mode="process")
+            print(coordinator.process_group([1, 2]).result(timeout=60))
+            coordinator.stop()  # its Leaf process pool is never stopped
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[2, 4]"), done.stderr
 
 
 def test_pool_actors_are_gone_after_stop(ray_runtime):
