@@ -153,7 +153,8 @@ class RayMembership(LocalMembership):
         if self._flusher is None:
             self._flusher = threading.Thread(target=self._flush_loop, name="concurry-ray-report", daemon=True)
             self._flusher.start()
-        self._dirty.set()
+        if not self._dirty.is_set():  # set() takes a lock; most calls find it already set
+            self._dirty.set()
 
     def _flush_loop(self) -> None:
         while True:
