@@ -11,6 +11,7 @@ outcomes out, so a worker behaves the same in every mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 import traceback
@@ -38,10 +39,20 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def stop(self) -> None:
-        """Stop the loop and let its thread end."""
+        """Cancel the tasks still on the loop (their coroutines see CancelledError), stop it, let its thread end."""
         if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.submit(_cancel_other_tasks()).result(timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=2)
 
 
 class Host:

@@ -30,20 +30,18 @@ class InFlight:
         with self._lock:
             return list(self._futures)
 
-    def drain(self, deadline: Optional[float], force: bool = False) -> list:
-        """Wait for every tracked future until ``deadline``, then cancel those not started.
+    def drain(self, deadline: Optional[float]) -> None:
+        """Wait for every tracked future until ``deadline``, then fail the rest with CancelledError.
 
-        With ``force`` (the worker is about to be killed) running calls are failed
-        with CancelledError too. Returns the futures still running afterwards.
+        The worker's loop stops right after, so a call still running then could
+        never deliver its outcome; its caller gets CancelledError instead.
         """
         pending = self.snapshot()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         _, not_done = cf.wait(pending, timeout=timeout)
-        running = [f for f in not_done if not f.cancel()]
-        if force:
-            for future in running:
+        for future in not_done:
+            if not future.cancel():
                 _force_cancel(future)
-        return running
 
 
 def _force_cancel(future: cf.Future) -> None:

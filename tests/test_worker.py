@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures import CancelledError
 
 import pytest
 from conftest import ALL_MODES
@@ -165,6 +166,16 @@ def test_killed_worker_fails_call_promptly_and_is_replaced(mode, mode_opts):
         assert w.pid().result(timeout=30) != pid
         stats = w.get_pool_stats()
         assert stats["workers"][0]["restarts"] == 1
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_async_call_running_at_the_stop_deadline_is_cancelled(mode, mode_opts):
+    w = Counter.options(**mode_opts(mode)).init()
+    running = w.asleep(20)
+    time.sleep(0.2)
+    w.stop(timeout=0.3)
+    with pytest.raises(CancelledError, match="cancel"):
+        running.result(timeout=10)
 
 
 def test_crashed_process_worker_leaves_no_threads_behind(mode_opts):
