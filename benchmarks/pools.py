@@ -2,8 +2,8 @@
 
     python benchmarks/pools.py [--calls N] [--repeat R]
 
-Rows (medians of R runs; ratio = ours / baseline):
-* thread pool of 8 vs ThreadPoolExecutor(8): microseconds per trivial call (target <= 1.5x);
+Rows (medians of R runs; ours and the baselines take turns going first in each run):
+* thread pool of 8 vs ThreadPoolExecutor(8): microseconds per trivial call, ours / baseline (target <= 1.5x);
 * Ray pool of 2 vs the same two raw actors called round robin, and vs ray.util.ActorPool.map:
   throughput ratio (targets >= 0.8x and >= 2x);
 * least-active pool of 64 threads on 10 ms sleeps: throughput as % of ideal (target >= 85 %).
@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 from concurry_ray import Worker, gather
 
@@ -30,20 +31,33 @@ class Echo(Worker):
         return seconds
 
 
-def per_call(run, calls: int, repeat: int) -> float:
-    """Median microseconds per call of ``run(calls)``."""
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(calls)
-        samples.append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(samples)
+def per_call(runs: dict[str, Callable[[int], Any]], calls: int, repeat: int) -> dict[str, float]:
+    """Median microseconds per call of each ``run(calls)``; the runs take turns within every repeat."""
+    samples: dict[str, list] = {name: [] for name in runs}
+    order = list(runs)
+    for turn in range(repeat):
+        for name in order[turn % len(order):] + order[: turn % len(order)]:
+            start = time.perf_counter()
+            runs[name](calls)
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def identity(x: Any) -> Any:
+    return x
 
 
 def thread_rows(calls: int, repeat: int) -> list:
     with Echo.options(mode="thread", max_workers=8).init() as pool, ThreadPoolExecutor(8) as executor:
-        ours = per_call(lambda n: gather([pool.echo(i) for i in range(n)]), calls, repeat)
-        base = per_call(lambda n: [f.result() for f in [executor.submit(str, i) for i in range(n)]], calls, repeat)
+        figures = per_call(
+            {
+                "ours": lambda n: gather([pool.echo(i) for i in range(n)]),
+                "base": lambda n: [f.result() for f in [executor.submit(identity, i) for i in range(n)]],
+            },
+            calls,
+            repeat,
+        )
+    ours, base = figures["ours"], figures["base"]
     return [("thread pool of 8", "ThreadPoolExecutor(8)", ours, base, ours / base, "<= 1.5x")]
 
 
@@ -61,48 +75,59 @@ def ray_rows(calls: int, repeat: int) -> list:
 
         actors = [Raw.remote() for _ in range(2)]
         ray.get([a.echo.remote(0) for a in actors])
-
-        def raw(n):
-            ray.get([actors[i % 2].echo.remote(i) for i in range(n)])
-
-        def actor_pool(n):
-            list(ActorPool(actors).map(lambda a, v: a.echo.remote(v), range(n)))
-
         with Echo.options(mode="ray", max_workers=2, actor_options={"num_cpus": 0.1}).init() as pool:
             gather([pool.echo(i) for i in range(50)])
-            ours = per_call(lambda n: gather([pool.echo(i) for i in range(n)]), calls, repeat)
-        base = per_call(raw, calls, repeat)
-        mapped = per_call(actor_pool, calls, repeat)
+            figures = per_call(
+                {
+                    "ours": lambda n: gather([pool.echo(i) for i in range(n)]),
+                    "raw": lambda n: ray.get([actors[i % 2].echo.remote(i) for i in range(n)]),
+                    "map": lambda n: list(ActorPool(actors).map(lambda a, v: a.echo.remote(v), range(n))),
+                },
+                calls,
+                repeat,
+            )
     finally:
         ray.shutdown()
+    ours, raw, mapped = figures["ours"], figures["raw"], figures["map"]
     return [
-        ("ray pool of 2", "2 raw actors, round robin", ours, base, base / ours, ">= 0.8x throughput"),
+        ("ray pool of 2", "2 raw actors, round robin", ours, raw, raw / ours, ">= 0.8x throughput"),
         ("ray pool of 2", "ray.util.ActorPool.map", ours, mapped, mapped / ours, ">= 2x throughput"),
     ]
 
 
-def least_active_row(calls: int) -> list:
+def least_active_row(calls: int, repeat: int) -> list:
     with Echo.options(mode="thread", max_workers=64, load_balancing="active").init() as pool:
         gather(pool.broadcast("nap", 0))
-        start = time.perf_counter()
-        gather([pool.nap(0.01) for _ in range(calls)])
-        achieved = calls / (time.perf_counter() - start)
-    ideal = 64 / 0.01
+        rates = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            gather([pool.nap(0.01) for _ in range(calls)])
+            rates.append(calls / (time.perf_counter() - start))
+    achieved, ideal = statistics.median(rates), 64 / 0.01
     return [("least-active, 64 threads", "ideal 6400 calls/s", achieved, ideal, achieved / ideal, ">= 85 % of ideal")]
+
+
+def meets(ratio: float, target: str) -> bool:
+    """Whether ``ratio`` meets a target written as '<= 1.5x', '>= 2x throughput' or '>= 85 % of ideal'."""
+    op, bound = target.split()[:2]
+    limit = float(bound.rstrip("x")) / (100 if "%" in target else 1)
+    return ratio <= limit if op == "<=" else ratio >= limit
 
 
 def main() -> None:
     """Measure every row and print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    rows = thread_rows(args.calls, args.repeat) + ray_rows(args.calls, args.repeat) + least_active_row(args.calls)
+    rows = thread_rows(args.calls, args.repeat) + ray_rows(args.calls, args.repeat)
+    rows += least_active_row(args.calls, args.repeat)
     print(f"{'pool':26} {'baseline':28} {'ours':>10} {'base':>10} {'ratio':>7}  target")
     print("-" * 100)
     for name, baseline, ours, base, ratio, target in rows:
-        print(f"{name:26} {baseline:28} {ours:10.1f} {base:10.1f} {ratio:7.2f}  {target}")
-    print("thread and ray rows: microseconds per call; least-active row: calls per second")
+        mark = " " if meets(ratio, target) else "*"
+        print(f"{name:26} {baseline:28} {ours:10.1f} {base:10.1f} {ratio:7.2f}{mark} {target}")
+    print("thread and ray rows: microseconds per call; least-active row: calls per second; * = target missed")
 
 
 if __name__ == "__main__":

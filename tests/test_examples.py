@@ -60,3 +60,15 @@ def test_example_runs(name):
     assert result.returncode == 0, f"{name} exited with {result.returncode}\n{result.stdout}\n{result.stderr}"
     for expected in EXPECTED_OUTPUT.get(name, []):
         assert expected in result.stdout, f"{name} did not print {expected!r}; it printed:\n{result.stdout}"
+
+
+def test_dispatch_benchmark_runs_and_prints_its_table():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "dispatch.py"), "--calls", "50", "--repeat", "1",
+         "--modes", "sync", "thread", "process"],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.split()[:1] in (["thread"], ["process"])}
+    assert set(rows) == {"thread", "process"}
+    assert "ThreadPoolExecutor(1)" in rows["thread"] and "ProcessPoolExecutor(1)" in rows["process"]
