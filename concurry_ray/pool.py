@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import operator
 import logging
 import threading
 import time
@@ -332,7 +333,7 @@ class Pool:
         figure = self._balancer.load
         if figure is None:
             return candidates[self._balancer.pick(len(candidates), None)]
-        loads = [getattr(s, figure) for s in candidates]
+        loads = list(map(operator.attrgetter(figure), candidates))
         others = self._members.others_load()
         if others:
             column = 0 if figure == "in_flight" else 1
