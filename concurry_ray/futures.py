@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "Future",
@@ -44,24 +43,6 @@ class Future(cf.Future):
     """
 
     _ray_ref: Any = None
-    # Set by backends that can block for an outcome in the caller's thread (Ray: ray.get),
-    # which is quicker than waiting for a completion callback to arrive from another thread.
-    _wait_here: Callable[[float | None], None] | None = None
-
-    def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._settle_here(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._settle_here(timeout))
-
-    def _settle_here(self, timeout: float | None) -> float | None:
-        """Let the backend settle this future in the calling thread; the time left of ``timeout``."""
-        wait_here = self._wait_here
-        if wait_here is None or self.done():
-            return timeout
-        start = time.monotonic()
-        wait_here(timeout)
-        return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
     def __await__(self):
         return asyncio.wrap_future(self).__await__()

@@ -180,7 +180,7 @@ def test_await_future_inside_asyncio_run(mode, w):
             error = exc
         return slept, echoed, ticks, error
 
-    slept, echoed, ticks, error = asyncio.run(main())
+    slept, echoed, ticks, error = asyncio.run(asyncio.wait_for(main(), 60))
     assert (slept, echoed) == (0.3, "x")
     assert ticks >= 5, f"the event loop was blocked while awaiting a worker future ({ticks} ticks)"
     assert type(error) is KeyError and error.args == ("awaited",)
@@ -193,7 +193,7 @@ def test_await_plain_future_set_from_another_thread():
     async def main():
         return await future
 
-    assert asyncio.run(main()) == 42
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == 42
 
 
 def test_cancel_queued_call_on_thread_worker(mode_opts):
@@ -241,7 +241,7 @@ def test_wait_timeout_returns_done_and_not_done_originals(mode, w):
     assert done == {fast} and not_done == {slow}
     assert next(iter(done)) is fast and next(iter(not_done)) is slow
 
-    done, not_done = wait([fast, slow])
+    done, not_done = wait([fast, slow], timeout=30)
     assert done == {fast, slow} and not_done == set()
     assert slow.result(timeout=0) == 0.8
 
@@ -274,7 +274,7 @@ def test_wait_accepts_plain_concurrent_futures():
         assert done == {ready, pooled}
         assert not_done == {never, ours}
 
-        done, not_done = wait([never, ready], return_when=FIRST_COMPLETED)
+        done, not_done = wait([never, ready], return_when=FIRST_COMPLETED, timeout=30)
         assert done == {ready} and not_done == {never}
     assert wait([]) == (set(), set())
     with pytest.raises(TypeError, match="expected a Future or Ray ObjectRef, got int"):
@@ -444,7 +444,7 @@ def test_async_gather_list_dict_and_exceptions(mode, w):
         empty = await async_gather([])
         return listed, keyed, mixed, raised, empty
 
-    listed, keyed, mixed, raised, empty = asyncio.run(main())
+    listed, keyed, mixed, raised, empty = asyncio.run(asyncio.wait_for(main(), 60))
     assert listed == [0.2, "b", 3]
     assert keyed == {"a": 1, "b": 0.05, "c": "plain"} and list(keyed) == ["a", "b", "c"]
     assert type(mixed[0]) is KeyError and mixed[0].args == ("async bad",) and mixed[1] == 2
@@ -468,7 +468,9 @@ def test_async_wait_timeout_and_first_completed(mode, w):
         empty = await async_wait([])
         return (slow, fast, slow2, quick), timed, timed_elapsed, first, everything, empty
 
-    (slow, fast, slow2, quick), timed, timed_elapsed, first, everything, empty = asyncio.run(main())
+    (slow, fast, slow2, quick), timed, timed_elapsed, first, everything, empty = asyncio.run(
+        asyncio.wait_for(main(), 60)
+    )
     assert timed == ({fast}, {slow})
     assert 0.15 <= timed_elapsed < 0.6
     assert first == ({quick}, {slow2})

@@ -46,6 +46,9 @@ class _HostActorBase:
 
     @ray.method(concurrency_group="control")
     def __concurry_retries__(self) -> int:
+        return self._retry_count()
+
+    def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> Any:
@@ -70,7 +73,7 @@ class _AsyncHostActorBase(_HostActorBase):
         self._next_seq: dict[str, int] = {}
 
     async def __concurry_retries__(self) -> int:  # on the loop: answers while sync calls run
-        return self._host.retries if self._host is not None else 0
+        return self._retry_count()
 
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))

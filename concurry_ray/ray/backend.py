@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import threading
 import uuid
 import time
@@ -78,19 +77,7 @@ class RayClient(WorkerClient):
         call_id = next(self._ids)
         self._pending[call_id] = (call, future, self._is_async(call.method))
         when_done(ref, lambda value, error: self._complete(call_id, value, error))
-        future._wait_here = functools.partial(self._wait_here, call_id, ref)
         return future
-
-    def _wait_here(self, call_id: int, ref: Any, timeout: Optional[float]) -> None:
-        """Block in the caller's thread for ``ref`` and complete its call (the callback then finds it done)."""
-        try:
-            value = ray.get(ref, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            return
-        except ray.exceptions.RayError as error:
-            self._complete(call_id, None, error)
-        else:
-            self._complete(call_id, value, None)
 
     def _send(self, call: Call) -> Any:
         method = getattr(self.actor, call.method)
