@@ -31,6 +31,10 @@ from concurry_ray import Worker, gather
 
 RAY_ACTOR_OPTIONS = {"num_cpus": 0.1}
 WARMUP_CALLS = 200
+SETTLE_SECONDS = 0.05
+"""Pause before every measurement. Without it the side measured right after the
+other one is switched off runs up to 2x slower for its whole measurement (the OS
+has not yet placed its fresh threads), whichever side that is; see README."""
 
 
 class Echo(Worker):
@@ -165,6 +169,7 @@ def measure_row(row: Row, calls: int, repeat: int) -> dict:
             order = list(subjects.items())[:: 1 if turn % 2 == 0 else -1]
             for measure in MEASURES:
                 for side, subject in order:
+                    time.sleep(SETTLE_SECONDS)
                     samples[side, measure].append(measure(subject, calls))
     return {key: statistics.median(values) for key, values in samples.items() if values}
 

@@ -214,9 +214,10 @@ class Pool:
 
     def _pending_arguments(self, call: Call) -> list:
         found: list = []
-        for value in (*call.args, *call.kwargs.values()):
-            if type(value) not in _PLAIN:
-                collect(value, _is_future_arg, found)
+        for values in (call.args, call.kwargs.values()):
+            for value in values:
+                if type(value) not in _PLAIN:
+                    collect(value, _is_future_arg, found)
         return found
 
     def _after(self, pending: list, call: Call, priority: int) -> Future:
@@ -297,8 +298,10 @@ class Pool:
         roster = self._roster
         if not roster:
             return None
-        slot = self._choose(roster)
-        if slot.client.alive() and self._has_room(slot):
+        balancer = self._balancer
+        slot = self._choose(roster) if balancer.load else roster[balancer.pick(len(roster), None)]
+        limit = self._options.max_queued_tasks
+        if slot.client.alive() and (limit is None or slot.in_flight < limit):
             return slot
         candidates = self._candidates()
         return self._choose(candidates) if candidates else None
@@ -312,8 +315,7 @@ class Pool:
         with slot.lock:
             slot.in_flight += 1
             slot.dispatched += 1
-        future = Future()
-        future.add_done_callback(slot.on_done)
+        future = Future(slot.on_done)
         slot.client.submit(call, future)
         self._members.touched()
         return future
