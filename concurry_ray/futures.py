@@ -50,11 +50,48 @@ class Future(cf.Future):
             # add_done_callback without its lock: nobody else can see this future yet.
             self._done_callbacks.append(on_done)
 
+    def result(self, timeout: float | None = None) -> Any:
+        value = super().result(timeout)
+        return self._fetched(value, timeout) if type(value) is Stored else value
+
+    def _fetched(self, stored: "Stored", timeout: float | None) -> Any:
+        """Fetch a value left in Ray's object store, once; later calls return the copy."""
+        value = stored.fetch(timeout)
+        with self._condition:
+            if self._result is stored:
+                self._result = value
+        return value
+
     def __await__(self):
-        return asyncio.wrap_future(self).__await__()
+        if self._ray_ref is None:
+            return asyncio.wrap_future(self).__await__()
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        """Await a Ray call without fetching a stored value on the event loop's thread."""
+        raw = cf.Future()
+        chain(self, raw)
+        raw.add_done_callback(lambda r: r.cancelled() and self.cancel())
+        value = await asyncio.wrap_future(raw)
+        return await value.fetch_async() if type(value) is Stored else value
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<Future", "<concurry_ray.Future", 1)
+
+
+class Stored:
+    """A call's result that stays in Ray's object store until someone asks for it.
+
+    A Ray worker returns large results this way, so the driver only learns that
+    the call finished; ``Future.result()`` fetches the value (once), and passing
+    the future to another Ray worker moves it worker to worker. Built by the Ray
+    backend, which supplies the two ways of fetching.
+    """
+
+    __slots__ = ("fetch", "fetch_async")
+
+    def __init__(self, fetch: Callable[[float | None], Any], fetch_async: Callable[[], Any]) -> None:
+        self.fetch, self.fetch_async = fetch, fetch_async
 
 
 def settle(future: cf.Future, value: Any = None, error: BaseException | None = None) -> None:
@@ -80,8 +117,7 @@ def chain(source: cf.Future, target: cf.Future) -> None:
         if done.cancelled():
             target.cancel() or settle(target, error=CancelledError())
             return
-        error = done.exception()
-        settle(target, done.result() if error is None else None, error)
+        settle(target, *peek(done))  # a Stored value is copied as it is, not fetched
 
     source.add_done_callback(_copy)
 
@@ -169,6 +205,9 @@ def gather(
         outcomes.update((id(f), peek(f)) for f in waiting)
     if bar is not None:
         bar.close()
+    for f in real:
+        if type(outcomes[id(f)][0]) is Stored:
+            outcomes[id(f)] = _fetched_outcome(f, timeout)
     results = [value if f is None else outcomes[id(f)] for f, value in zip(futures, values)]
     return _assembled(keys, results, return_exceptions, timeout)
 
@@ -208,6 +247,14 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
     for future in futures:
         future.add_done_callback(one_done)
     finished.wait(timeout)
+
+
+def _fetched_outcome(future: Future, timeout: float | None) -> "_Outcome":
+    """``(value, None)`` of a future whose value was left in Ray's object store, or ``(None, error)``."""
+    try:
+        return _Outcome((future.result(timeout), None))
+    except Exception as error:
+        return _Outcome((None, error))
 
 
 class _Outcome(tuple):

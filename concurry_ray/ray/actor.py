@@ -51,9 +51,9 @@ class _HostActorBase:
     def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
 
-    def _run(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
         try:
-            return self._host.run(Call(name, _resolve(args), _resolve(kwargs)))
+            return _reply(self._host.run(Call(name, _resolve(args), _resolve(kwargs))))
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
@@ -79,8 +79,8 @@ class _AsyncHostActorBase(_HostActorBase):
         call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
         try:
             if self._host.is_async(name):
-                return await self._host.run_async(call)
-            return await self._in_turn(ticket, call)
+                return _reply(await self._host.run_async(call))
+            return _reply(await self._in_turn(ticket, call))
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
@@ -134,7 +134,46 @@ def _forwarder(name: str, is_async: bool):
             return self._run(name, args, kwargs)
 
     forward.__name__ = name
-    return forward
+    return ray.method(num_returns=2)(forward)
+
+
+class InStore:
+    """The receipt of a call whose result is too large to send twice: the caller
+    learns the call finished, and the value stays in the object store until asked for."""
+
+    __slots__ = ()
+
+
+IN_STORE = InStore()
+INLINE_BYTES = 16 * 1024
+"""Results up to about this size also travel in the call's receipt, so the caller has them at once."""
+
+
+def _reply(value: Any) -> tuple:
+    """A call's two returns: the receipt (the value itself when small) and the value."""
+    return (value if _fits(value, INLINE_BYTES) >= 0 else IN_STORE), value
+
+
+_SCALARS = frozenset({type(None), bool, int, float, complex})
+
+
+def _fits(value: Any, budget: int) -> int:
+    """``budget`` less a rough size of ``value``; negative when it does not fit (or is of an unknown type)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return budget - 16
+    if kind is str or kind is bytes:
+        return budget - len(value)
+    if kind is dict:
+        value = (item for pair in value.items() for item in pair)
+    elif kind not in (list, tuple, set, frozenset):
+        return -1
+    budget -= 64
+    for item in value:
+        if budget < 0:
+            break
+        budget = _fits(item, budget - 8)
+    return budget
 
 
 def _is_ref(value: Any) -> bool:

@@ -14,8 +14,8 @@ from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
 from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
-from .actor import start_actor
-from .outcomes import ensure_ray, future_from_ref, unwrap_ray_error, when_done
+from .actor import InStore, start_actor
+from .outcomes import ensure_ray, future_from_ref, stored_value, unwrap_ray_error, when_done
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
 
@@ -66,17 +66,17 @@ class RayClient(WorkerClient):
 
     def submit(self, call: Call, future: Future) -> Future:
         try:
-            ref = self._send(call)
+            receipt, stored = self._send(call)
         except TypeError as exc:
             if "serialize" not in str(exc):
                 raise
             future.set_exception(unpicklable_argument(call, str(exc).splitlines()[0], self.label))
             return future
-        future._ray_ref = ref
+        future._ray_ref = stored
         future.set_running_or_notify_cancel()
         call_id = next(self._ids)
         self._pending[call_id] = (call, future, self._is_async(call.method))
-        when_done(ref, lambda value, error: self._complete(call_id, value, error))
+        when_done(receipt, lambda value, error: self._complete(call_id, value, error))
         return future
 
     def _send(self, call: Call) -> Any:
@@ -96,8 +96,10 @@ class RayClient(WorkerClient):
         if entry is None:
             return  # already failed or handed back because the actor died
         if error is None:
-            settle(entry[1], value)
+            future = entry[1]
+            settle(future, stored_value(future._ray_ref, self.label) if type(value) is InStore else value)
             return
+        when_done(entry[1]._ray_ref, _ignore)  # reads the error stored for the value too, so Ray does not report it unhandled
         error = unwrap_ray_error(error, self.label)
         if isinstance(error, WorkerCrashedError) and not self._stopping:
             self._pending[call_id] = entry
@@ -137,6 +139,10 @@ class RayClient(WorkerClient):
     def kill(self) -> None:
         """Kill the actor at once (tests and health checks use it)."""
         ray.kill(self.actor, no_restart=True)
+
+
+def _ignore(value: Any, error: Optional[BaseException]) -> None:
+    return None
 
 
 class RayBackend(Backend):

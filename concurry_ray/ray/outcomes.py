@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import os
 from typing import Any, Callable, Optional
@@ -10,7 +11,7 @@ import ray
 from ray import exceptions as rex
 
 from ..errors import SerializationError, WorkerCrashedError
-from ..futures import Future, settle
+from ..futures import Future, Stored, settle
 
 log = logging.getLogger("concurry_ray")
 
@@ -50,11 +51,11 @@ def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseExcept
 
     ``ObjectRef._on_completed`` is what ``ref.future()`` is built on; calling it
     directly saves a concurrent future and a lock per call on the hot path (Ray is
-    pinned, so this private method is stable for us). The caller keeps ``ref``
-    alive until the callback has run.
+    pinned, so this private method is stable for us). ``ref`` is kept alive until
+    the callback has run: an error whose ref dies unread is reported "unhandled".
     """
 
-    def deliver(result: Any) -> None:
+    def deliver(result: Any, _keep_alive: Any = ref) -> None:
         if isinstance(result, rex.RayError):
             callback(None, result)
         else:
@@ -70,3 +71,23 @@ def future_from_ref(ref: "ray.ObjectRef", label: str = "Ray actor") -> Future:
     future.set_running_or_notify_cancel()
     when_done(ref, lambda value, error: settle(future, value, error and unwrap_ray_error(error, label)))
     return future
+
+
+def stored_value(ref: "ray.ObjectRef", label: str = "Ray actor") -> Stored:
+    """The Stored result of a call whose value is still in the object store under ``ref``."""
+
+    def fetch(timeout: Optional[float]) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout)
+        except rex.GetTimeoutError:
+            raise cf.TimeoutError(f"the result of a call on {label} was not fetched within {timeout}s") from None
+        except rex.RayError as error:
+            raise unwrap_ray_error(error, label) from None
+
+    async def fetch_async() -> Any:
+        try:
+            return await ref
+        except rex.RayError as error:
+            raise unwrap_ray_error(error, label) from None
+
+    return Stored(fetch, fetch_async)
