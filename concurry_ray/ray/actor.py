@@ -3,7 +3,9 @@
 For each user class one actor class is generated whose methods mirror the
 class's public methods, so a call travels as ``actor.method.remote(*args,
 **kwargs)`` exactly as a hand-written Ray actor call would (no extra envelope to
-serialise). A class with any ``async def`` method gets an asyncio actor (see
+serialise). Each method returns two objects, a receipt and the value (see
+:func:`_reply`), so the caller can learn that a call finished without fetching a
+large result. A class with any ``async def`` method gets an asyncio actor (see
 :class:`_AsyncHostActorBase`); any other class gets a plain single-threaded
 actor, which runs calls in the order each caller sent them.
 """
