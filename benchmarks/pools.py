@@ -20,6 +20,9 @@ from typing import Any, Callable
 from concurry_ray import Worker, gather
 
 
+SETTLE_SECONDS = 0.05  # a pause before each measurement, as in dispatch.py (which says why)
+
+
 class Echo(Worker):
     """A trivial worker."""
 
@@ -37,6 +40,7 @@ def per_call(runs: dict[str, Callable[[int], Any]], calls: int, repeat: int) -> 
     order = list(runs)
     for turn in range(repeat):
         for name in order[turn % len(order):] + order[: turn % len(order)]:
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             runs[name](calls)
             samples[name].append((time.perf_counter() - start) / calls * 1e6)

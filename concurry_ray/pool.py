@@ -206,7 +206,11 @@ class Pool:
         if self._stopped:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
         call = Call(method, args, kwargs)
-        pending = self._pending_arguments(call) if self._options.unwrap_futures else None
+        pending = None
+        if self._options.unwrap_futures and not (
+            _PLAIN.issuperset(map(type, args)) and _PLAIN.issuperset(map(type, kwargs.values()))
+        ):
+            pending = self._pending_arguments(call)
         future = self._after(pending, call, priority) if pending else self._dispatch(call, priority)
         if self._options.call_timeout is not None:
             expire_after(future, self._options.call_timeout, f"{self._cls.__name__}.{method}()")

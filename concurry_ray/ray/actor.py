@@ -59,6 +59,23 @@ class _HostActorBase:
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
+    def __concurry_batch__(self, calls: list) -> list:
+        """Run several sync calls in order, as one Ray task (the client batches calls that queue up).
+
+        Returns ``[receipts, value, value, ...]`` (the caller sets ``num_returns``
+        to one more than the number of calls). A call that raised has a
+        :class:`Failed` receipt and value; the calls after it still run.
+        """
+        receipts, values = [], []
+        for name, args, kwargs in calls:
+            try:
+                receipt, value = self._run(name, args, kwargs)
+            except BaseException as exc:
+                receipt = value = Failed(exc)
+            receipts.append(receipt)
+            values.append(value)
+        return [receipts, *values]
+
 
 class _AsyncHostActorBase(_HostActorBase):
     """Base of actors for classes with ``async def`` methods (Ray runs them as asyncio actors).
@@ -78,23 +95,31 @@ class _AsyncHostActorBase(_HostActorBase):
         return self._retry_count()
 
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
-        call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
         try:
+            try:
+                call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
+            except BaseException:
+                if ticket is not None:
+                    await self._in_turn(ticket, None)  # give up this call's turn, so later ones still run
+                raise
             if self._host.is_async(name):
                 return _reply(await self._host.run_async(call))
             return _reply(await self._in_turn(ticket, call))
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
-    async def _in_turn(self, ticket: tuple, call: Call) -> Any:
-        """Queue a sync call on the sync thread once every earlier call of its sender is queued."""
+    async def _in_turn(self, ticket: tuple, call: Optional[Call]) -> Any:
+        """Queue a sync call on the sync thread once every earlier call of its sender is queued
+        (``call=None``: only take the turn)."""
         sender, seq = ticket
         async with self._order:
             await self._order.wait_for(lambda: self._next_seq.get(sender, 1) == seq)
-            outcome = asyncio.get_running_loop().run_in_executor(self._sync_thread, self._host.run, call)
+            outcome = None
+            if call is not None:
+                outcome = asyncio.get_running_loop().run_in_executor(self._sync_thread, self._host.run, call)
             self._next_seq[sender] = seq + 1
             self._order.notify_all()
-        return await outcome
+        return await outcome if outcome is not None else None
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
@@ -139,6 +164,22 @@ def _forwarder(name: str, is_async: bool):
     return ray.method(num_returns=2)(forward)
 
 
+class Failed:
+    """The outcome of a batched call that raised (its exception, ready to travel).
+
+    A worker that receives it as an argument (a failed future passed on) raises
+    that exception instead of running the call, as Ray does for a failed task.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self):
+        return Failed, (self.error,)
+
+
 class InStore:
     """The receipt of a call whose result is too large to send twice: the caller
     learns the call finished, and the value stays in the object store until asked for."""
@@ -178,16 +219,30 @@ def _fits(value: Any, budget: int) -> int:
     return budget
 
 
-def _is_ref(value: Any) -> bool:
-    return isinstance(value, ray.ObjectRef)
+def _is_ref_or_failed(value: Any) -> bool:
+    return isinstance(value, (ray.ObjectRef, Failed))
 
 
 def _resolve(value: Any) -> Any:
-    """Replace ObjectRefs nested in lists, tuples and dicts by their values (top-level ones Ray resolves)."""
-    refs = collect(value, _is_ref, [])
-    return replace(value, dict(zip(map(id, refs), ray.get(refs)))) if refs else value
+    """Replace ObjectRefs nested in lists, tuples and dicts by their values (top-level ones Ray resolves);
+    raise the error of a failed call passed as an argument."""
+    found = collect(value, _is_ref_or_failed, [])
+    if not found:
+        return value
+    refs = [item for item in found if type(item) is not Failed]
+    return _resolved(value, found, refs, ray.get(refs) if refs else [])
 
 
 async def _resolve_async(value: Any) -> Any:
-    refs = collect(value, _is_ref, [])
-    return replace(value, dict(zip(map(id, refs), await asyncio.gather(*refs)))) if refs else value
+    found = collect(value, _is_ref_or_failed, [])
+    if not found:
+        return value
+    refs = [item for item in found if type(item) is not Failed]
+    return _resolved(value, found, refs, await asyncio.gather(*refs))
+
+
+def _resolved(value: Any, found: list, refs: list, values: list) -> Any:
+    failed = next((item for item in [*found, *values] if type(item) is Failed), None)
+    if failed is not None:
+        raise failed.error
+    return replace(value, dict(zip(map(id, refs), values))) if refs else value

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
 import uuid
 import time
+from collections import deque
 from typing import Any, Optional
 
 import ray
@@ -13,11 +15,17 @@ import ray
 from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
 from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
+from ..nested import collect
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
-from .actor import InStore, start_actor
+from .actor import Failed, InStore, start_actor
 from .outcomes import ensure_ray, future_from_ref, stored_value, unwrap_ray_error, when_done
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
+TASKS_IN_FLIGHT = 2
+"""Ray tasks a client keeps in flight per actor (one running, one queued behind it); calls made
+meanwhile wait in the client and go as one batch task when one finishes."""
+MAX_BATCH = 256
+"""The most calls one batch task carries."""
 
 
 class RayClient(WorkerClient):
@@ -30,6 +38,11 @@ class RayClient(WorkerClient):
         self.owner = owner
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
+        self._methods: dict[str, Any] = {}
+        self._send_lock = threading.RLock()  # keeps the send order of queued and direct calls
+        self._queue: deque = deque()  # (call_id, call, future) not sent yet
+        self._tasks = 0  # Ray tasks sent and not finished
+        self._batch_method = actor.__concurry_batch__
         self._ids = iter(range(1, 1 << 62))
         self._cls = cls
         self._async_actor = has_async_methods(cls)
@@ -65,22 +78,94 @@ class RayClient(WorkerClient):
             pass  # keep the last known count
 
     def submit(self, call: Call, future: Future) -> Future:
+        if self._async_actor:
+            if _start(future):
+                self._send_one(next(self._ids), call, future)
+            return future
+        with self._send_lock:
+            call_id = next(self._ids)
+            self._pending[call_id] = (call, future, False)
+            self._queue.append((call_id, call, future))
+            if _has_refs(call):
+                self._flush_all()  # Ray resolves (and waits for) refs only as direct arguments of one call
+            elif self._tasks < TASKS_IN_FLIGHT:
+                self._flush()
+        return future
+
+    def _flush_all(self) -> None:
+        """Send every queued call, each with refs on its own (send lock held)."""
+        while self._queue:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send queued calls: one alone, or up to MAX_BATCH as one task (send lock held)."""
+        batch: list = []
+        while self._queue and len(batch) < MAX_BATCH:
+            call_id, call, future = entry = self._queue.popleft()
+            if _has_refs(call) and batch:
+                self._queue.appendleft(entry)
+                break
+            if not _start(future):
+                self._pending.pop(call_id, None)
+                continue
+            batch.append(entry)
+            if _has_refs(call):
+                break
+        if len(batch) == 1:
+            self._send_one(*batch[0])
+        elif batch:
+            self._send_batch(batch)
+
+    def _send_one(self, call_id: int, call: Call, future: Future) -> None:
         try:
             receipt, stored = self._send(call)
         except TypeError as exc:
             if "serialize" not in str(exc):
                 raise
-            future.set_exception(unpicklable_argument(call, str(exc).splitlines()[0], self.label))
-            return future
+            self._pending.pop(call_id, None)
+            settle(future, error=unpicklable_argument(call, str(exc).splitlines()[0], self.label))
+            return
         future._ray_ref = stored
-        future.set_running_or_notify_cancel()
-        call_id = next(self._ids)
         self._pending[call_id] = (call, future, self._is_async(call.method))
-        when_done(receipt, lambda value, error: self._complete(call_id, value, error))
-        return future
+        self._tasks += 1
+        when_done(receipt, functools.partial(self._one_done, call_id))
+
+    def _send_batch(self, batch: list) -> None:
+        calls = [(call.method, call.args, call.kwargs) for _, call, _ in batch]
+        try:
+            refs = self._batch_method.options(num_returns=len(batch) + 1).remote(calls)
+        except TypeError:
+            for entry in batch:  # find the call that cannot be pickled; the others still run
+                self._send_one(*entry)
+            return
+        for (_, _, future), stored in zip(batch, refs[1:]):
+            future._ray_ref = stored
+        self._tasks += 1
+        when_done(refs[0], functools.partial(self._batch_done, [call_id for call_id, _, _ in batch]))
+
+    def _one_done(self, call_id: int, value: Any, error: Optional[BaseException]) -> None:
+        self._complete(call_id, value, error)
+        self._task_done()
+
+    def _batch_done(self, call_ids: list, receipts: Any, error: Optional[BaseException]) -> None:
+        for call_id, receipt in zip(call_ids, receipts if error is None else [None] * len(call_ids)):
+            if type(receipt) is Failed:
+                self._complete(call_id, None, receipt.error, unwrap=False)
+            else:
+                self._complete(call_id, receipt, error)
+        self._task_done()
+
+    def _task_done(self) -> None:
+        """A task finished: send what queued up meanwhile."""
+        with self._send_lock:
+            self._tasks -= 1
+            if self._queue and not self._dead:
+                self._flush()
 
     def _send(self, call: Call) -> Any:
-        method = getattr(self.actor, call.method)
+        method = self._methods.get(call.method)
+        if method is None:  # the handle builds a new ActorMethod on every attribute access
+            method = self._methods[call.method] = getattr(self.actor, call.method)
         if not self._async_actor:
             return method.remote(*call.args, **call.kwargs)
         if self._is_async(call.method):
@@ -91,7 +176,7 @@ class RayClient(WorkerClient):
             self._seq = seq
             return ref
 
-    def _complete(self, call_id: int, value: Any, error: Optional[BaseException]) -> None:
+    def _complete(self, call_id: int, value: Any, error: Optional[BaseException], unwrap: bool = True) -> None:
         entry = self._pending.pop(call_id, None)
         if entry is None:
             return  # already failed or handed back because the actor died
@@ -99,8 +184,9 @@ class RayClient(WorkerClient):
             future = entry[1]
             settle(future, stored_value(future._ray_ref, self.label) if type(value) is InStore else value)
             return
-        when_done(entry[1]._ray_ref, _ignore)  # reads the error stored for the value too, so Ray does not report it unhandled
-        error = unwrap_ray_error(error, self.label)
+        if unwrap:
+            when_done(entry[1]._ray_ref, _ignore)  # reads the error stored for the value too, so Ray does not report it unhandled
+            error = unwrap_ray_error(error, self.label)
         if isinstance(error, WorkerCrashedError) and not self._stopping:
             self._pending[call_id] = entry
             self._on_crash(error)
@@ -108,10 +194,11 @@ class RayClient(WorkerClient):
             settle(entry[1], error=error)
 
     def _on_crash(self, error: WorkerCrashedError) -> None:
-        with self._lock:
+        with self._send_lock, self._lock:
             if self._dead:
                 return
             self._dead = True
+            self._queue.clear()
             pending = [self._pending.pop(call_id) for call_id in sorted(self._pending)]
         self._died(error, split_on_crash(pending, error))
 
@@ -143,6 +230,28 @@ class RayClient(WorkerClient):
 
 def _ignore(value: Any, error: Optional[BaseException]) -> None:
     return None
+
+
+def _start(future: Future) -> bool:
+    """Mark a future running; False if it was cancelled or already settled (by stop's deadline)."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return False
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _has_refs(call: Call) -> bool:
+    """Whether ``call`` has ObjectRef arguments (nested ones included)."""
+    if _PLAIN.issuperset(map(type, call.args)) and _PLAIN.issuperset(map(type, call.kwargs.values())):
+        return False
+    return bool(collect((call.args, call.kwargs), _is_ref, []))
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, ray.ObjectRef)
 
 
 class RayBackend(Backend):
