@@ -88,3 +88,13 @@ def test_a_failed_call_is_raised_and_not_reported_as_unhandled(blob):
         ray_logger.removeHandler(handler)
     assert [r.getMessage() for r in records if "Unhandled error" in r.getMessage()] == []
     assert blob.get_pool_stats()["workers"][0]["failed"] >= 6
+
+
+def test_an_async_actor_keeps_serving_a_caller_whose_argument_failed(ray_runtime):
+    from workers import Counter  # has an async method, so its Ray actor is an asyncio actor
+
+    with Counter.options(mode="ray", actor_options=RAY_ACTOR).init() as worker:
+        failed = worker.fail("upstream")
+        with pytest.raises(KeyError, match="upstream"):
+            worker.echo([failed]).result(timeout=30)  # the nested failed future raises in the actor
+        assert worker.add(1, 2).result(timeout=10) == 3  # this sender's next sync call still gets its turn
