@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import itertools
 import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -235,14 +236,12 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
     if not futures:
         return
     finished = threading.Event()
-    remaining = [len(futures)]
-    lock = threading.Lock()
+    last = len(futures) - 1
+    count = itertools.count()  # next() on it is atomic, so callbacks on many threads need no lock
 
     def one_done(future: cf.Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0] == 0 or (fail_fast and failed(future)):
-                finished.set()
+        if next(count) == last or (fail_fast and failed(future)):
+            finished.set()
 
     for future in futures:
         future.add_done_callback(one_done)
