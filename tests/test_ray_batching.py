@@ -49,6 +49,9 @@ class Log(Worker):
     def pid(self) -> int:
         return os.getpid()
 
+    def lock(self):
+        return threading.Lock()
+
     def history(self) -> tuple:
         return list(self.seen), len(self.tasks)
 
@@ -102,6 +105,14 @@ def test_an_unpicklable_argument_fails_only_its_own_call(log):
     with pytest.raises(SerializationError, match="lock"):
         futures[1].result(timeout=30)
     assert gather(busy + [futures[0], futures[2]], timeout=30) == [0.3, 0.3, 1, 3]
+
+
+def test_an_unpicklable_result_fails_only_its_own_call(log):
+    busy = [log.slow(0.3), log.slow(0.3)]
+    futures = [log.add(1), log.lock(), log.add(3)]
+    results = gather(busy + futures, return_exceptions=True, timeout=30)
+    assert results[:3] == [0.3, 0.3, 1] and results[4] == 3
+    assert isinstance(results[3], SerializationError) and "lock" in str(results[3])
 
 
 def test_large_results_of_a_batch_stay_in_the_store(log):
