@@ -52,9 +52,8 @@ class LocalMembership:
                 return
             log.warning("concurry_ray: %s; starting a replacement", error)
             slot.restarts += 1
-            slot.in_flight -= len(unstarted)
             pool._install(slot, pool._backend.spawn(pool._spec()))
-            resend(pool, unstarted)
+            resend(pool, slot, unstarted)
             pool._release_parked()
 
     def retire(self, slots: list["Slot"]) -> None:
@@ -102,8 +101,9 @@ def fail_all(unstarted: list, error: BaseException) -> None:
         settle(future, error=error)
 
 
-def resend(pool: "Pool", unstarted: list) -> None:
-    """Dispatch again calls that a dead worker never started (pool lock held)."""
+def resend(pool: "Pool", slot: "Slot", unstarted: list) -> None:
+    """Dispatch again calls that ``slot``'s dead worker never started (pool lock held)."""
+    slot.hand_over([future for _, future in unstarted])
     for call, future in unstarted:
         try:
             chain(pool._dispatch_once(call), future)

@@ -38,20 +38,34 @@ log = logging.getLogger("concurry_ray")
 class Slot:
     """One position in a pool: the current worker there and its counters.
 
-    The counters change under ``lock`` (not the pool's lock), so a finishing
-    call never waits for a caller that is dispatching.
+    ``dispatched`` and ``handed_over`` change under the pool's lock, which a
+    dispatching caller holds anyway; ``completed`` and ``failed`` change under
+    ``lock``, taken only by the threads that finish calls. So dispatching and
+    finishing never wait for each other.
     """
 
     index: int
     client: WorkerClient
-    in_flight: int = 0
     dispatched: int = 0
     completed: int = 0
     failed: int = 0
+    handed_over: int = 0  # calls re-sent to another worker after this one died
     restarts: int = 0
     retired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     on_done: Optional[Callable[[Future], None]] = field(default=None, repr=False)
+    moved: set = field(default_factory=set, repr=False)  # futures of handed-over calls not finished yet
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent here that have neither finished nor been handed over."""
+        return self.dispatched - self.completed - self.failed - self.handed_over
+
+    def hand_over(self, futures: list) -> None:
+        """Record calls that will finish elsewhere (pool lock held): they no longer count here."""
+        with self.lock:
+            self.handed_over += len(futures)
+            self.moved.update(futures)
 
     def health(self) -> dict:
         """The per-worker figures reported by ``get_pool_stats()``."""
@@ -316,9 +330,7 @@ class Pool:
 
     def _send(self, slot: Slot, call: Call) -> Future:
         """Submit ``call`` to ``slot``'s worker and count it there."""
-        with slot.lock:
-            slot.in_flight += 1
-            slot.dispatched += 1
+        slot.dispatched += 1
         future = Future(slot.on_done)
         slot.client.submit(call, future)
         self._members.touched()
@@ -349,7 +361,9 @@ class Pool:
     def _finished(self, slot: Slot, future: Future) -> None:
         call_failed = failed(future)
         with slot.lock:
-            slot.in_flight -= 1
+            if slot.moved and future in slot.moved:
+                slot.moved.discard(future)  # it was re-sent; its new slot counts it
+                return
             if call_failed:
                 slot.failed += 1
             else:

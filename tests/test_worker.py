@@ -164,8 +164,14 @@ def test_killed_worker_fails_call_promptly_and_is_replaced(mode, mode_opts):
         assert time.monotonic() - start < 5
         assert queued.result(timeout=30) == 2, "a call that had not started must run on the replacement"
         assert w.pid().result(timeout=30) != pid
-        stats = w.get_pool_stats()
-        assert stats["workers"][0]["restarts"] == 1
+        expected = {"restarts": 1, "in_flight": 0, "completed": 3, "failed": 1}  # pid() twice and add(); sleep()
+        deadline = time.monotonic() + 10
+        while True:  # Ray handles report their counters in the background
+            worker = w.get_pool_stats()["workers"][0]
+            if {k: worker[k] for k in expected} == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {k: worker[k] for k in expected} == expected, "a re-sent call must be counted once"
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)

@@ -101,7 +101,6 @@ class RayMembership(LocalMembership):
     def _replace(self, slot: "Slot", client: RayClient, error: BaseException, unstarted: list) -> None:
         pool = self.pool
         with pool._lock:
-            slot.in_flight -= len(unstarted)
             stopped = pool._stopped
         if stopped:
             fail_all(unstarted, error)
@@ -114,7 +113,7 @@ class RayMembership(LocalMembership):
                 log.error("concurry_ray: could not replace %s: %s", client.label, exc)
             return
         with pool._lock:
-            resend(pool, unstarted)
+            resend(pool, slot, unstarted)
 
     def _sync(self, version: int, members: dict[int, Any]) -> None:
         """Make this handle's slots match the balancer's members."""
