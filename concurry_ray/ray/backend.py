@@ -119,11 +119,11 @@ class RayClient(WorkerClient):
     def _send_one(self, call_id: int, call: Call, future: Future) -> None:
         try:
             receipt, stored = self._send(call)
-        except TypeError as exc:
-            if "serialize" not in str(exc):
-                raise
+        except Exception as exc:  # the call fails, never the sender (it may be Ray's callback thread)
             self._pending.pop(call_id, None)
-            settle(future, error=unpicklable_argument(call, str(exc).splitlines()[0], self.label))
+            if isinstance(exc, TypeError) and "serialize" in str(exc):
+                exc = unpicklable_argument(call, str(exc).splitlines()[0], self.label)
+            settle(future, error=exc)
             return
         future._ray_ref = stored
         self._pending[call_id] = (call, future, self._is_async(call.method))
@@ -134,8 +134,8 @@ class RayClient(WorkerClient):
         calls = [(call.method, call.args, call.kwargs) for _, call, _ in batch]
         try:
             refs = self._batch_method.options(num_returns=len(batch) + 1).remote(calls)
-        except TypeError:
-            for entry in batch:  # find the call that cannot be pickled; the others still run
+        except Exception:
+            for entry in batch:  # one at a time: only the call at fault fails (e.g. cannot be pickled)
                 self._send_one(*entry)
             return
         for (_, _, future), stored in zip(batch, refs[1:]):
@@ -199,7 +199,8 @@ class RayClient(WorkerClient):
                 return
             self._dead = True
             self._queue.clear()
-            pending = [self._pending.pop(call_id) for call_id in sorted(self._pending)]
+            popped = [self._pending.pop(call_id, None) for call_id in sorted(self._pending)]
+        pending = [entry for entry in popped if entry is not None]  # a callback may settle one meanwhile
         self._died(error, split_on_crash(pending, error))
 
     def alive(self) -> bool:
