@@ -13,9 +13,10 @@ actor, which runs calls in the order each caller sent them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import cloudpickle
 import ray
@@ -66,15 +67,15 @@ class _HostActorBase:
         to one more than the number of calls). A call that raised has a
         :class:`Failed` receipt and value; the calls after it still run.
         """
-        receipts, values = [], []
-        for name, args, kwargs in calls:
-            try:
-                receipt, value = self._run(name, args, kwargs)
-            except BaseException as exc:
-                receipt = value = Failed(exc)
-            receipts.append(receipt)
-            values.append(value)
-        return [receipts, *values]
+        return _batch_reply([self._attempt(functools.partial(_resolved_call, *call)) for call in calls])
+
+    def _attempt(self, prepare: Callable[[], Call]) -> tuple:
+        """The two returns of the call ``prepare()`` gives, or a :class:`Failed` pair if preparing or running it raised."""
+        try:
+            return _reply(self._host.run(prepare()))
+        except BaseException as exc:
+            failed = Failed(portable_error(exc, self._where, cloudpickle.dumps))
+            return failed, failed
 
 
 class _AsyncHostActorBase(_HostActorBase):
@@ -94,6 +95,20 @@ class _AsyncHostActorBase(_HostActorBase):
     async def __concurry_retries__(self) -> int:  # on the loop: answers while sync calls run
         return self._retry_count()
 
+    async def __concurry_batch__(self, ticket: tuple, calls: list) -> list:
+        """Run several sync calls in order on the sync thread, in the sender's turn (see the base class)."""
+        prepared = []
+        for name, args, kwargs in calls:
+            try:
+                prepared.append(Call(name, await _resolve_async(args), await _resolve_async(kwargs)))
+            except BaseException as exc:
+                prepared.append(exc)
+        return _batch_reply(await self._in_turn(ticket, functools.partial(self._run_prepared, prepared)))
+
+    def _run_prepared(self, prepared: list) -> list:
+        """On the sync thread: each call's two returns, or a Failed pair (also for arguments that failed)."""
+        return [self._attempt(functools.partial(_call_or_raise, item)) for item in prepared]
+
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         try:
             try:
@@ -104,19 +119,19 @@ class _AsyncHostActorBase(_HostActorBase):
                 raise
             if self._host.is_async(name):
                 return _reply(await self._host.run_async(call))
-            return _reply(await self._in_turn(ticket, call))
+            return _reply(await self._in_turn(ticket, functools.partial(self._host.run, call)))
         except BaseException as exc:
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
 
-    async def _in_turn(self, ticket: tuple, call: Optional[Call]) -> Any:
-        """Queue a sync call on the sync thread once every earlier call of its sender is queued
-        (``call=None``: only take the turn)."""
+    async def _in_turn(self, ticket: tuple, job: Optional[Callable[[], Any]]) -> Any:
+        """Queue ``job`` on the sync thread once every earlier call of its sender is queued
+        (``job=None``: only take the turn)."""
         sender, seq = ticket
         async with self._order:
             await self._order.wait_for(lambda: self._next_seq.get(sender, 1) == seq)
             outcome = None
-            if call is not None:
-                outcome = asyncio.get_running_loop().run_in_executor(self._sync_thread, self._host.run, call)
+            if job is not None:
+                outcome = asyncio.get_running_loop().run_in_executor(self._sync_thread, job)
             self._next_seq[sender] = seq + 1
             self._order.notify_all()
         return await outcome if outcome is not None else None
@@ -190,6 +205,21 @@ class InStore:
 IN_STORE = InStore()
 INLINE_BYTES = 16 * 1024
 """Results up to about this size also travel in the call's receipt, so the caller has them at once."""
+
+
+def _resolved_call(name: str, args: tuple, kwargs: dict) -> Call:
+    return Call(name, _resolve(args), _resolve(kwargs))
+
+
+def _call_or_raise(item: Any) -> Call:
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def _batch_reply(replies: list) -> list:
+    """A batch task's returns: the list of receipts, then each call's value."""
+    return [[receipt for receipt, _ in replies], *(value for _, value in replies)]
 
 
 def _reply(value: Any) -> tuple:

@@ -78,7 +78,7 @@ class RayClient(WorkerClient):
             pass  # keep the last known count
 
     def submit(self, call: Call, future: Future) -> Future:
-        if self._async_actor:
+        if self._async_actor and self._is_async(call.method):  # runs concurrently on the actor's loop
             if _start(future):
                 self._send_one(next(self._ids), call, future)
             return future
@@ -132,8 +132,9 @@ class RayClient(WorkerClient):
 
     def _send_batch(self, batch: list) -> None:
         calls = [(call.method, call.args, call.kwargs) for _, call, _ in batch]
+        method = self._batch_method.options(num_returns=len(batch) + 1)
         try:
-            refs = self._batch_method.options(num_returns=len(batch) + 1).remote(calls)
+            refs = self._in_order(method, (calls,)) if self._async_actor else method.remote(calls)
         except Exception:
             for entry in batch:  # one at a time: only the call at fault fails (e.g. cannot be pickled)
                 self._send_one(*entry)
@@ -170,11 +171,16 @@ class RayClient(WorkerClient):
             return method.remote(*call.args, **call.kwargs)
         if self._is_async(call.method):
             return method.remote(None, *call.args, **call.kwargs)
+        return self._in_order(method, call.args, call.kwargs)
+
+    def _in_order(self, method: Any, args: tuple, kwargs: Optional[dict] = None) -> Any:
+        """Send a sync call (or batch) to an asyncio actor with the next ticket of this sender,
+        so the actor runs them in the order they were sent."""
         with self._lock:
             seq = self._seq + 1
-            ref = method.remote((self._sender, seq), *call.args, **call.kwargs)
+            refs = method.remote((self._sender, seq), *args, **(kwargs or {}))
             self._seq = seq
-            return ref
+            return refs
 
     def _complete(self, call_id: int, value: Any, error: Optional[BaseException], unwrap: bool = True) -> None:
         entry = self._pending.pop(call_id, None)
