@@ -316,6 +316,8 @@ async def async_wait(
 def _awaitable(obj: Any):
     if isinstance(obj, asyncio.Future):
         return obj
+    if isinstance(obj, Future) and obj._ray_ref is not None:
+        return obj._awaited()  # fetches a value left in Ray's object store without blocking the loop
     if is_awaitable_result(obj):
         return asyncio.wrap_future(as_future(obj))
     return _value(obj)

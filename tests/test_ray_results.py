@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from concurry_ray import Worker, gather
+from concurry_ray import Worker, async_gather, gather
 from concurry_ray.futures import Stored, peek
 
 from conftest import RAY_ACTOR
@@ -65,9 +65,10 @@ def test_stored_results_through_gather_await_and_as_completed(blob):
     assert gather({"a": blob.make(BIG), "b": 1}, timeout=30)["a"] == b"x" * BIG
 
     async def awaited() -> list:
-        return [len(await blob.make(BIG)), len(await blob.make_async(BIG))]
+        gathered = await async_gather([blob.make(BIG), blob.small()])
+        return [len(await blob.make(BIG)), len(await blob.make_async(BIG)), len(gathered[0]), gathered[1]["b"]]
 
-    assert asyncio.run(asyncio.wait_for(awaited(), 30)) == [BIG, BIG]
+    assert asyncio.run(asyncio.wait_for(awaited(), 30)) == [BIG, BIG, BIG, "text"]
 
 
 def test_a_failed_call_is_raised_and_not_reported_as_unhandled(blob):
