@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures as cf
 import itertools
 import threading
+import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -206,9 +207,11 @@ def gather(
         outcomes.update((id(f), peek(f)) for f in waiting)
     if bar is not None:
         bar.close()
+    deadline = None if timeout is None else time.monotonic() + timeout
     for f in real:
         if type(outcomes[id(f)][0]) is Stored:
-            outcomes[id(f)] = _fetched_outcome(f, timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            outcomes[id(f)] = _fetched_outcome(f, left)
     results = [value if f is None else outcomes[id(f)] for f, value in zip(futures, values)]
     return _assembled(keys, results, return_exceptions, timeout)
 

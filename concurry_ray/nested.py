@@ -5,6 +5,25 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+"""Argument types that cannot hold a nested value, so scans skip them."""
+
+
+def collect_arguments(args: tuple, kwargs: dict, match: Callable[[Any], bool]) -> list:
+    """The items of a call's arguments (nested ones included) for which ``match`` is true.
+
+    Calls whose arguments are all plain (the common case) are answered without a scan.
+    """
+    if PLAIN.issuperset(map(type, args)) and PLAIN.issuperset(map(type, kwargs.values())):
+        return []
+    found: list = []
+    for values in (args, kwargs.values()):
+        for value in values:
+            if type(value) not in PLAIN:
+                collect(value, match, found)
+    return found
+
+
 def collect(value: Any, match: Callable[[Any], bool], out: list) -> list:
     """Append to ``out`` every item of ``value`` (recursively) for which ``match`` is true."""
     if match(value):

@@ -26,7 +26,7 @@ from .futures import Future, as_future, chain, failed, is_awaitable_result, sett
 from .deadlines import expire_after
 from .health import HealthMonitor
 from .host import public_methods
-from .nested import collect, replace
+from .nested import collect_arguments, replace
 from .options import WorkerOptions
 from .retry import check_method_names, crash_retries, follow_crashes
 from .protocol import Backend, Call, WorkerClient, WorkerSpec, backend_class
@@ -220,23 +220,11 @@ class Pool:
         if self._stopped:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
         call = Call(method, args, kwargs)
-        pending = None
-        if self._options.unwrap_futures and not (
-            _PLAIN.issuperset(map(type, args)) and _PLAIN.issuperset(map(type, kwargs.values()))
-        ):
-            pending = self._pending_arguments(call)
+        pending = collect_arguments(args, kwargs, _is_future_arg) if self._options.unwrap_futures else None
         future = self._after(pending, call, priority) if pending else self._dispatch(call, priority)
         if self._options.call_timeout is not None:
             expire_after(future, self._options.call_timeout, f"{self._cls.__name__}.{method}()")
         return future
-
-    def _pending_arguments(self, call: Call) -> list:
-        found: list = []
-        for values in (call.args, call.kwargs.values()):
-            for value in values:
-                if type(value) not in _PLAIN:
-                    collect(value, _is_future_arg, found)
-        return found
 
     def _after(self, pending: list, call: Call, priority: int) -> Future:
         """Submit ``call`` once its argument futures are done, without blocking the caller."""
@@ -550,9 +538,6 @@ class _Reaper:
     def close(self) -> None:
         self.queue.put(None)
         self._thread.join(timeout=30)
-
-
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _is_future_arg(value: Any) -> bool:

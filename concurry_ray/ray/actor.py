@@ -55,10 +55,10 @@ class _HostActorBase:
         return self._host.retries if self._host is not None else 0
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
-        try:
-            return _reply(self._host.run(Call(name, _resolve(args), _resolve(kwargs))))
-        except BaseException as exc:
-            raise portable_error(exc, self._where, cloudpickle.dumps) from None
+        receipt, value = self._attempt(functools.partial(_resolved_call, name, args, kwargs))
+        if type(receipt) is Failed:
+            raise receipt.error
+        return receipt, value
 
     def __concurry_batch__(self, calls: list) -> list:
         """Run several sync calls in order, as one Ray task (the client batches calls that queue up).
@@ -256,19 +256,19 @@ def _is_ref_or_failed(value: Any) -> bool:
 def _resolve(value: Any) -> Any:
     """Replace ObjectRefs nested in lists, tuples and dicts by their values (top-level ones Ray resolves);
     raise the error of a failed call passed as an argument."""
-    found = collect(value, _is_ref_or_failed, [])
-    if not found:
-        return value
-    refs = [item for item in found if type(item) is not Failed]
-    return _resolved(value, found, refs, ray.get(refs) if refs else [])
+    found, refs = _refs_in(value)
+    return _resolved(value, found, refs, ray.get(refs) if refs else []) if found else value
 
 
 async def _resolve_async(value: Any) -> Any:
+    found, refs = _refs_in(value)
+    return _resolved(value, found, refs, await asyncio.gather(*refs)) if found else value
+
+
+def _refs_in(value: Any) -> tuple[list, list]:
+    """The ObjectRefs and Failed markers nested in ``value``, and the refs among them."""
     found = collect(value, _is_ref_or_failed, [])
-    if not found:
-        return value
-    refs = [item for item in found if type(item) is not Failed]
-    return _resolved(value, found, refs, await asyncio.gather(*refs))
+    return found, [item for item in found if type(item) is not Failed]
 
 
 def _resolved(value: Any, found: list, refs: list, values: list) -> Any:

@@ -15,7 +15,7 @@ import ray
 from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, settle
 from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
-from ..nested import collect
+from ..nested import collect_arguments
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 from .actor import Failed, InStore, start_actor
 from .outcomes import ensure_ray, future_from_ref, stored_value, unwrap_ray_error, when_done
@@ -40,7 +40,7 @@ class RayClient(WorkerClient):
         self._pending: dict[int, tuple[Call, Future, bool]] = {}
         self._methods: dict[str, Any] = {}
         self._send_lock = threading.RLock()  # keeps the send order of queued and direct calls
-        self._queue: deque = deque()  # (call_id, call, future) not sent yet
+        self._queue: deque = deque()  # (call_id, call, future, goes alone) not sent yet
         self._tasks = 0  # Ray tasks sent and not finished
         self._batch_method = actor.__concurry_batch__
         self._ids = iter(range(1, 1 << 62))
@@ -82,12 +82,13 @@ class RayClient(WorkerClient):
             if _start(future):
                 self._send_one(next(self._ids), call, future)
             return future
+        alone = _has_refs(call)  # Ray resolves (and waits for) refs only as direct arguments of one call
         with self._send_lock:
             call_id = next(self._ids)
             self._pending[call_id] = (call, future, False)
-            self._queue.append((call_id, call, future))
-            if _has_refs(call):
-                self._flush_all()  # Ray resolves (and waits for) refs only as direct arguments of one call
+            self._queue.append((call_id, call, future, alone))
+            if alone:
+                self._flush_all()
             elif self._tasks < TASKS_IN_FLIGHT:
                 self._flush()
         return future
@@ -101,15 +102,15 @@ class RayClient(WorkerClient):
         """Send queued calls: one alone, or up to MAX_BATCH as one task (send lock held)."""
         batch: list = []
         while self._queue and len(batch) < MAX_BATCH:
-            call_id, call, future = entry = self._queue.popleft()
-            if _has_refs(call) and batch:
+            call_id, call, future, alone = entry = self._queue.popleft()
+            if alone and batch:
                 self._queue.appendleft(entry)
                 break
             if not _start(future):
                 self._pending.pop(call_id, None)
                 continue
-            batch.append(entry)
-            if _has_refs(call):
+            batch.append((call_id, call, future))
+            if alone:
                 break
         if len(batch) == 1:
             self._send_one(*batch[0])
@@ -247,14 +248,9 @@ def _start(future: Future) -> bool:
         return False
 
 
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-
-
 def _has_refs(call: Call) -> bool:
     """Whether ``call`` has ObjectRef arguments (nested ones included)."""
-    if _PLAIN.issuperset(map(type, call.args)) and _PLAIN.issuperset(map(type, call.kwargs.values())):
-        return False
-    return bool(collect((call.args, call.kwargs), _is_ref, []))
+    return bool(collect_arguments(call.args, call.kwargs, _is_ref))
 
 
 def _is_ref(value: Any) -> bool:
