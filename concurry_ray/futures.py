@@ -269,8 +269,8 @@ _FINISHED = cf._base.FINISHED
 
 
 def failed(future: cf.Future) -> bool:
-    """Whether a finished future failed or was cancelled."""
-    return peek(future)[1] is not None
+    """Whether a finished future failed or was cancelled (read like :func:`peek` reads it)."""
+    return future._state != _FINISHED or future._exception is not None
 
 
 def peek(future: cf.Future) -> _Outcome:

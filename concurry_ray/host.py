@@ -110,6 +110,8 @@ class Host:
     def run(self, call: Call) -> Any:
         """Run a sync method (with retries) and return its value or raise."""
         bound = getattr(self.instance, call.method)
+        if call.method in self._retry.run_once:  # the hot path: no retry runner in between
+            return bound(*call.args, **call.kwargs)
         return self._retry.run(call, bound)
 
     async def run_async(self, call: Call) -> Any:

@@ -14,8 +14,12 @@ def collect_arguments(args: tuple, kwargs: dict, match: Callable[[Any], bool]) -
 
     Calls whose arguments are all plain (the common case) are answered without a scan.
     """
-    if PLAIN.issuperset(map(type, args)) and PLAIN.issuperset(map(type, kwargs.values())):
-        return []
+    for value in args:  # a plain loop: the cheapest check for the usual few arguments
+        if type(value) not in PLAIN:
+            break
+    else:
+        if not kwargs or PLAIN.issuperset(map(type, kwargs.values())):
+            return []
     found: list = []
     for values in (args, kwargs.values()):
         for value in values:

@@ -95,7 +95,9 @@ class MethodCaller:
         self._pool, self._name, self._priority = pool, name, priority
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._pool._submit(self._name, args, kwargs, self._priority)
+        pool = self._pool
+        future = pool._submit_future(self._name, args, kwargs, self._priority)
+        return future.result() if pool._options.blocking else future
 
     def options(self, *, priority: int = 0) -> "MethodCaller":
         """The same method with a priority: higher runs first when calls wait in the pool's queue."""
@@ -136,7 +138,7 @@ class Pool:
         self._total_dispatched = 0
         self._crash_retries = 0
         self._past_retries = 0  # retries made by workers that were replaced or reaped
-        self._crash_budget: dict[str, int] = {}
+        self._crash_budget = {m: crash_retries(options, m) for m in self._methods}
         self._on_demand_clients: set = set()
         self._reaper: Optional[_Reaper] = None
         self._extras = self._shared_extras() if attach is None else attach.extras
@@ -259,9 +261,7 @@ class Pool:
     def _dispatch(self, call: Call, priority: int = 0) -> Future:
         """Send a call now or park it; re-send it elsewhere after a crash when retry_on allows."""
         future = self._dispatch_once(call, priority)
-        retries = self._crash_budget.get(call.method)
-        if retries is None:
-            retries = self._crash_budget[call.method] = crash_retries(self._options, call.method)
+        retries = self._crash_budget[call.method]
         return follow_crashes(future, lambda: self._redispatch(call, priority), retries) if retries else future
 
     def _redispatch(self, call: Call, priority: int) -> Future:

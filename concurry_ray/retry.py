@@ -337,6 +337,7 @@ class RetryRunner:
         self.worker_class = worker_class
         self.retries = 0
         self._policies: dict[str, RetryPolicy] = {}
+        self.run_once: set[str] = set()  # methods whose policy is trivial, so a host may call them directly
         self._lock = threading.Lock()
         self._rng = random.Random()
 
@@ -345,6 +346,8 @@ class RetryRunner:
         policy = self._policies.get(method)
         if policy is None:
             policy = self._policies[method] = RetryPolicy.for_method(self.options, method)
+            if policy.trivial:
+                self.run_once.add(method)
         return policy
 
     def run(self, call: Call, bound: Callable) -> Any:
