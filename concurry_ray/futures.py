@@ -20,6 +20,8 @@ import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .conditions import FutureCondition
+
 __all__ = [
     "Future",
     "wait",
@@ -47,10 +49,14 @@ class Future(cf.Future):
     _ray_ref: Any = None
 
     def __init__(self, on_done: Callable[["Future"], Any] | None = None) -> None:
-        super().__init__()
-        if on_done is not None:
-            # add_done_callback without its lock: nobody else can see this future yet.
-            self._done_callbacks.append(on_done)
+        # The fields of concurrent.futures.Future.__init__ (a test checks they match), with
+        # a condition built in C; ``on_done`` is added without the lock: nobody sees us yet.
+        self._condition = FutureCondition()
+        self._state = _PENDING_STATE
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = [] if on_done is None else [on_done]
 
     def result(self, timeout: float | None = None) -> Any:
         value = super().result(timeout)
@@ -265,6 +271,7 @@ class _Outcome(tuple):
 
 
 _PENDING = object()
+_PENDING_STATE = cf._base.PENDING
 _FINISHED = cf._base.FINISHED
 
 
