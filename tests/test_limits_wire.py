@@ -11,6 +11,7 @@ import pytest
 from concurry_ray import LimitsUnavailableError, ResourceLimit
 from concurry_ray.limits.client import RemoteHolder
 from concurry_ray.limits.ledger import Ledger
+from concurry_ray.limits import server as server_module
 from concurry_ray.limits.server import Server, hang_up
 
 
@@ -109,3 +110,34 @@ def test_a_holder_that_is_gone_fails_waiters_and_new_requests(served):
     first.release(grant, None)  # never an error
     with pytest.raises(LimitsUnavailableError, match="refused the connection"):
         second.acquire({"slots": 1}, None)
+
+
+@pytest.mark.parametrize("attempt", range(6))  # close() ends sessions in set order; either order must hold
+def test_closing_never_hands_a_closing_sessions_grant_to_another(attempt, monkeypatch):
+    server = Server(Ledger([ResourceLimit("slots", 2)]))
+    first, second = (RemoteHolder(f"client-{i}", server.locator) for i in range(2))
+    first.acquire({"slots": 2}, None)
+    outcomes = []
+
+    def wait() -> None:
+        try:
+            outcomes.append(second.acquire({"slots": 1}, 10))
+        except LimitsUnavailableError as exc:
+            outcomes.append(exc)
+
+    def hang_up_and_let_it_release(conn) -> None:
+        # The worst timing: each session's reader releases its grants before close() goes on.
+        hang_up(conn)
+        deadline = time.monotonic() + 5
+        while any(s.conn is conn for s in list(server._sessions)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    monkeypatch.setattr(server_module, "hang_up", hang_up_and_let_it_release)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not any(s._waiters for s in list(server._sessions)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    server.close()
+    waiter.join(5)
+    assert len(outcomes) == 1 and "closed the connection" in str(outcomes[0]), outcomes

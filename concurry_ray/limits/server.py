@@ -84,6 +84,8 @@ class Server:
         except OSError:
             pass
         self._listener.close()
+        for session in sessions:  # all first: a session's grants, released as it ends, must not go to another
+            session.mute()
         for session in sessions:
             session.end()
 
@@ -162,10 +164,14 @@ class Session:
     def _stats(self, rid: int) -> None:
         self._reply(rid, self.ledger.stats())
 
-    def end(self) -> None:
-        """From now on answer nothing (grants still arriving are released), and hang up."""
+    def mute(self) -> None:
+        """From now on answer nothing: grants still arriving are released."""
         with self._lock:
             self._closed = True
+
+    def end(self) -> None:
+        """Answer nothing more, and hang up."""
+        self.mute()
         hang_up(self.conn)
 
     def _close(self) -> None:
