@@ -66,8 +66,13 @@ def test_serve_replica_dispatches_into_the_drivers_pool(served_pool):
             assert response.status == 200
             replies.append(json.loads(response.read()))
     assert replies == [{"x": x, "doubled": 2 * x} for x in range(REQUESTS)]
-    # the replica's handle reports its counters to the balancer in ~20 ms batches
-    wait_for(lambda: pool.get_pool_stats()["load_balancer"]["total_dispatched"] >= REQUESTS)
+    # The replica's handle reports its counters to the balancer in ~20 ms batches: a call's
+    # dispatch and its completion may arrive in different batches.
+    def reported(stats: dict) -> bool:
+        completed = sum(w["completed"] for w in stats["workers"].values())
+        return stats["load_balancer"]["total_dispatched"] >= REQUESTS and completed >= REQUESTS
+
+    wait_for(lambda: reported(pool.get_pool_stats()))
     stats = pool.get_pool_stats()
     assert stats["load_balancer"]["total_dispatched"] == REQUESTS, "only the replica called the pool"
     assert sum(w["completed"] for w in stats["workers"].values()) == REQUESTS
