@@ -104,3 +104,34 @@ def test_pool_actors_are_gone_after_stop(ray_runtime):
         return False
 
     wait_for(lambda: all(dead(a) for a in actors))
+
+
+def test_a_lone_handle_reports_rarely_and_a_shared_one_in_short_batches(leaf_pool, monkeypatch):
+    membership = leaf_pool._members
+    reports = []
+    original = membership._call
+
+    def counting(method, *args):
+        if method == "report":
+            reports.append(time.monotonic())
+        return original(method, *args)
+
+    monkeypatch.setattr(membership, "_call", counting)
+
+    def call_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            leaf_pool.work(1).result(timeout=30)
+
+    call_for(1.2)
+    assert len(reports) <= 4, f"{len(reports)} reports in 1.2 s from the only handle (one per 0.5 s expected)"
+
+    @ray.remote(num_cpus=0.1)
+    def use(pool):
+        return pool.work(3).result(timeout=30)
+
+    assert ray.get(use.remote(leaf_pool), timeout=60) == 6
+    call_for(1.0)  # the next report tells this handle that another one exists
+    reports.clear()
+    call_for(0.5)
+    assert len(reports) >= 5, f"only {len(reports)} reports in 0.5 s once the pool is shared (20 ms batches expected)"

@@ -96,11 +96,14 @@ class PoolBalancer:
         self._version += 1
         return self._version
 
-    def report(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> tuple[int, dict[int, tuple[int, int]]]:
-        """Store one handle's counters; return the version and every worker's in-flight and total calls."""
+    def report(
+        self, handle_id: str, counters: dict[int, Counters], dispatched: int
+    ) -> tuple[int, dict[int, tuple[int, int]], int]:
+        """Store one handle's counters; return the version, every worker's in-flight and total
+        calls, and how many handles have reported."""
         self._reports[handle_id] = counters
         self._dispatched[handle_id] = dispatched
-        return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}
+        return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
 
     def _totals(self) -> dict[int, list[int]]:
         totals = {index: [0, 0, 0, 0] for index in self._members}
