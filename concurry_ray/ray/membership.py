@@ -66,7 +66,7 @@ class RayMembership(LocalMembership):
         self._version = -1
         self._others: dict[int, tuple[int, int]] = {}
         self._dirty = threading.Event()
-        self._closing = threading.Event()
+        self._hurry = threading.Event()  # cuts the report thread's pause short: stopping, or just shared
         self._closed = False
         self._shared = not self.owner  # a copy always shares the pool with the handle it came from
         self._flusher: Optional[threading.Thread] = None
@@ -163,9 +163,10 @@ class RayMembership(LocalMembership):
     def _flush_loop(self) -> None:
         while True:
             self._dirty.wait()
-            self._closing.wait(REPORT_BATCH_SECONDS if self._shared else ALONE_REPORT_SECONDS)
+            self._hurry.wait(REPORT_BATCH_SECONDS if self._shared else ALONE_REPORT_SECONDS)
             if self._closed:
                 return
+            self._hurry.clear()
             self._dirty.clear()
             try:
                 self.flush()
@@ -181,7 +182,7 @@ class RayMembership(LocalMembership):
             mine = {s.index: (s.dispatched, s.in_flight, s.completed, s.failed) for s in pool._slots.values()}
             dispatched = pool._total_dispatched
         version, loads, handles = self._call("report", self.handle_id, mine, dispatched)
-        self._shared = self._shared or handles > 1
+        self._shared = self._shared or handles > 1  # another handle reported (one made from a copy, say)
         self._others = {
             i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
             for i, (active, total) in loads.items()
@@ -216,7 +217,7 @@ class RayMembership(LocalMembership):
         for client in clients:
             client.drain(deadline)
         self._closed = True
-        self._closing.set()
+        self._hurry.set()
         self._dirty.set()
         if self.owner:
             try:
@@ -232,4 +233,8 @@ class RayMembership(LocalMembership):
         pool = self.pool
         if pool._stopped:
             raise TypeError(f"{pool!r} is stopped and cannot be passed on")
+        if not self._shared:  # a copy is being made: report now, and from now on in short batches
+            self._shared = True
+            self._hurry.set()
+            self.touched()
         return attach_pool, (AttachInfo(self.balancer, pool._cls, pool._options, pool._extras),)
