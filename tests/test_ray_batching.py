@@ -3,6 +3,7 @@ own outcome: order, errors, cancellation, unpicklable arguments, large results, 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -61,6 +62,10 @@ class MixedLog(Log):
 
     async def ping(self) -> str:
         return "pong"
+
+    async def nap(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
 
 
 @pytest.fixture(params=[Log, MixedLog], ids=["plain-actor", "asyncio-actor"])
@@ -144,3 +149,15 @@ def test_a_crash_during_a_batch_fails_the_running_call_and_reruns_the_rest(log):
     assert gather(queued, timeout=60) == list(range(30))
     assert log.history().result(timeout=30)[0] == list(range(30))
     assert log.pid().result(timeout=30) != pid
+
+
+def test_long_async_calls_never_hold_back_a_sync_call(ray_runtime):
+    """Async calls run side by side on the actor's loop, so they must not fill the client's window."""
+    with MixedLog.options(mode="ray", actor_options=RAY_ACTOR).init() as worker:
+        assert worker.add(0).result(timeout=60) == 0
+        naps = [worker.nap(3) for _ in range(3)]
+        start = time.monotonic()
+        assert worker.add(1).result(timeout=30) == 1
+        assert time.monotonic() - start < 1.5, "a sync call waited for async calls to finish"
+        assert not any(n.done() for n in naps)
+        assert gather(naps, timeout=30) == [3, 3, 3]

@@ -22,8 +22,9 @@ from .outcomes import ensure_ray, future_from_ref, stored_value, unwrap_ray_erro
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
 TASKS_IN_FLIGHT = 2
-"""Ray tasks a client keeps in flight per actor (one running, one queued behind it); calls made
-meanwhile wait in the client and go as one batch task when one finishes."""
+"""Ray tasks of sync calls a client keeps in flight per actor (one running, one queued behind it);
+calls made meanwhile wait in the client and go as one batch task when one finishes. Async calls on
+an asyncio actor run side by side, so they are sent at once and not counted."""
 MAX_BATCH = 256
 """The most calls one batch task carries."""
 
@@ -85,6 +86,10 @@ class RayClient(WorkerClient):
         alone = _has_refs(call)  # Ray resolves (and waits for) refs only as direct arguments of one call
         with self._send_lock:
             call_id = next(self._ids)
+            if not self._queue and (alone or self._tasks < TASKS_IN_FLIGHT):  # what _flush would do, minus the queue
+                if _start(future):
+                    self._send_one(call_id, call, future)
+                return future
             self._pending[call_id] = (call, future, False)
             self._queue.append((call_id, call, future, alone))
             if alone:
@@ -127,7 +132,11 @@ class RayClient(WorkerClient):
             settle(future, error=exc)
             return
         future._ray_ref = stored
-        self._pending[call_id] = (call, future, self._is_async(call.method))
+        is_async = self._is_async(call.method)
+        self._pending[call_id] = (call, future, is_async)
+        if is_async:  # it runs beside the others on the actor's loop, so it takes no place in the window
+            when_done(receipt, functools.partial(self._complete, call_id))
+            return
         self._tasks += 1
         when_done(receipt, functools.partial(self._one_done, call_id))
 
