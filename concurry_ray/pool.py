@@ -95,9 +95,7 @@ class MethodCaller:
         self._pool, self._name, self._priority = pool, name, priority
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        pool = self._pool
-        future = pool._submit_future(self._name, args, kwargs, self._priority)
-        return future.result() if pool._options.blocking else future
+        return self._pool._submit(self._name, args, kwargs, self._priority)
 
     def options(self, *, priority: int = 0) -> "MethodCaller":
         """The same method with a priority: higher runs first when calls wait in the pool's queue."""

@@ -80,15 +80,13 @@ class RayClient(WorkerClient):
 
     def submit(self, call: Call, future: Future) -> Future:
         if self._async_actor and self._is_async(call.method):  # runs concurrently on the actor's loop
-            if _start(future):
-                self._send_one(next(self._ids), call, future)
+            self._send_started(next(self._ids), call, future)
             return future
         alone = _has_refs(call)  # Ray resolves (and waits for) refs only as direct arguments of one call
         with self._send_lock:
             call_id = next(self._ids)
             if not self._queue and (alone or self._tasks < TASKS_IN_FLIGHT):  # what _flush would do, minus the queue
-                if _start(future):
-                    self._send_one(call_id, call, future)
+                self._send_started(call_id, call, future)
                 return future
             self._pending[call_id] = (call, future, False)
             self._queue.append((call_id, call, future, alone))
@@ -122,6 +120,11 @@ class RayClient(WorkerClient):
         elif batch:
             self._send_batch(batch)
 
+    def _send_started(self, call_id: int, call: Call, future: Future) -> None:
+        """Send one call now, unless it was cancelled (or settled by stop's deadline) meanwhile."""
+        if _start(future):
+            self._send_one(call_id, call, future)
+
     def _send_one(self, call_id: int, call: Call, future: Future) -> None:
         try:
             receipt, stored = self._send(call)
@@ -132,7 +135,7 @@ class RayClient(WorkerClient):
             settle(future, error=exc)
             return
         future._ray_ref = stored
-        is_async = self._is_async(call.method)
+        is_async = self._async_actor and self._is_async(call.method)
         self._pending[call_id] = (call, future, is_async)
         if is_async:  # it runs beside the others on the actor's loop, so it takes no place in the window
             when_done(receipt, functools.partial(self._complete, call_id))
