@@ -12,6 +12,7 @@ from ray import exceptions as rex
 
 from ..errors import SerializationError, WorkerCrashedError
 from ..futures import Future, Stored, settle
+from .callback_thread import keep_thread_state
 
 log = logging.getLogger("concurry_ray")
 
@@ -56,6 +57,7 @@ def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseExcept
     """
 
     def deliver(result: Any, _keep_alive: Any = ref) -> None:
+        keep_thread_state()
         if isinstance(result, rex.RayError):
             callback(None, result)
         else:
