@@ -12,7 +12,7 @@ import time
 import pytest
 import ray
 from conftest import RAY_ACTOR
-from workers import Branch, Caller, Leaf
+from workers import Branch, Caller, Leaf, Visitor
 
 from concurry_ray import gather
 
@@ -54,6 +54,35 @@ def test_pool_handle_passed_to_an_actor_pool(leaf_pool):
         wait_for(lambda: leaf_pool.get_pool_stats()["load_balancer"]["total_dispatched"] == 8)
         calls = leaf_pool.get_pool_stats()["load_balancer"]["total_calls"]
         assert sorted(calls.values()) == [4, 4], "least-total balancing holds across handles"
+
+
+def _shared_figures(pool) -> tuple[int, int, int]:
+    """Calls dispatched and completed as the balancer counts them, and the handles joined to it."""
+    stats = pool.get_pool_stats()
+    completed = sum(w["completed"] for w in stats["workers"].values())
+    return stats["load_balancer"]["total_dispatched"], completed, stats["handles"]
+
+
+def test_copies_that_went_idle_leave_the_balancer_and_their_calls_stay_counted(leaf_pool):
+    with Visitor.options(mode="ray", actor_options=RAY_ACTOR).init() as visitor:
+        # Each call unpickles a fresh copy of the handle in the visitor's process, as Ray tasks do.
+        assert [visitor.visit(leaf_pool, i).result(timeout=30) for i in range(6)] == [0, 2, 4, 6, 8, 10]
+        wait_for(lambda: _shared_figures(leaf_pool)[:2] == (6, 6))
+        wait_for(lambda: _shared_figures(leaf_pool)[2] == 1)  # the six copies left: only the driver's is joined
+        wait_for(lambda: visitor.report_threads().result(timeout=30) == 0)
+    assert _shared_figures(leaf_pool) == (6, 6, 1)
+    assert sum(leaf_pool.get_pool_stats()["load_balancer"]["total_calls"].values()) == 6
+
+
+def test_a_copy_used_again_after_leaving_counts_each_call_once(leaf_pool):
+    with Caller.options(mode="ray", actor_options=RAY_ACTOR).init(leaf_pool) as caller:
+        assert caller.call(1).result(timeout=30) == 2
+        wait_for(lambda: _shared_figures(leaf_pool) == (1, 1, 1))  # reported, then left when idle
+        assert [caller.call(i).result(timeout=30) for i in range(3)] == [0, 2, 4]
+        inside = caller.stats().result(timeout=30)  # reports first: the copy joins again
+        assert inside["load_balancer"]["total_dispatched"] == 4 and inside["handles"] == 2
+        wait_for(lambda: _shared_figures(leaf_pool)[2] == 1)
+    assert _shared_figures(leaf_pool) == (4, 4, 1)
 
 
 def test_local_pool_handles_refuse_to_pickle():

@@ -76,4 +76,3 @@ def test_serve_replica_dispatches_into_the_drivers_pool(served_pool):
     stats = pool.get_pool_stats()
     assert stats["load_balancer"]["total_dispatched"] == REQUESTS, "only the replica called the pool"
     assert sum(w["completed"] for w in stats["workers"].values()) == REQUESTS
-    assert stats["handles"] >= 2, "the driver's handle and the replica's"

@@ -124,6 +124,16 @@ class Branch(Worker):
         return self.leaf_pool.get_pool_stats()
 
 
+class Visitor(Worker):
+    """Calls into a pool handle passed with each call (a fresh copy every time) and keeps none."""
+
+    def visit(self, pool, x: int) -> int:
+        return pool.work(x).result()
+
+    def report_threads(self) -> int:
+        return sum(thread.name == "concurry-ray-report" for thread in threading.enumerate())
+
+
 class Caller(Worker):
     """Receives a pool handle and calls into it from wherever it runs."""
 

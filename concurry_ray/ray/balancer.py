@@ -4,7 +4,8 @@ Every copy of a Ray pool handle (the driver's, and any that a Ray task, actor or
 Serve replica unpickled) dispatches calls straight to the worker actors. The
 balancer is not on that path: handles report their counters to it in batches,
 and get back the loads other handles put on each worker, the membership version,
-and (on request) the members themselves. It creates, replaces and retires the
+and (on request) the members themselves; a copy that goes idle or stops leaves,
+and the balancer keeps what it counted. It creates, replaces and retires the
 worker actors, so all handles agree on who the workers are; since it owns them,
 they die with it, and it dies with the driver that created the pool.
 """
@@ -40,6 +41,8 @@ class PoolBalancer:
         self._version = 0
         self._reports: dict[str, dict[int, Counters]] = {}
         self._dispatched: dict[str, int] = {}
+        self._departed: dict[int, Counters] = {}  # what handles that left counted, per worker
+        self._departed_dispatched = 0
 
     def _spec(self, index: int) -> WorkerSpec:
         return dataclasses.replace(self._template, label=f"{self._template.label}#{index} (ray)")
@@ -100,13 +103,22 @@ class PoolBalancer:
         self, handle_id: str, counters: dict[int, Counters], dispatched: int
     ) -> tuple[int, dict[int, tuple[int, int]], int]:
         """Store one handle's counters; return the version, every worker's in-flight and total
-        calls, and how many handles have reported."""
+        calls, and how many handles are joined (have reported and not left)."""
         self._reports[handle_id] = counters
         self._dispatched[handle_id] = dispatched
         return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
 
+    def leave(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> None:
+        """A handle stopped, or has had nothing in flight for a while: keep what it counted, forget it."""
+        self._reports.pop(handle_id, None)
+        self._dispatched.pop(handle_id, None)
+        self._departed_dispatched += dispatched
+        for index, (sent, _, completed, failed) in counters.items():
+            past = self._departed.get(index, (0, 0, 0, 0))
+            self._departed[index] = (past[0] + sent, 0, past[2] + completed, past[3] + failed)
+
     def _totals(self) -> dict[int, list[int]]:
-        totals = {index: [0, 0, 0, 0] for index in self._members}
+        totals = {index: list(self._departed.get(index, (0, 0, 0, 0))) for index in self._members}
         for counters in self._reports.values():
             for index, values in counters.items():
                 if index in totals:
@@ -126,7 +138,8 @@ class PoolBalancer:
             }
             for index, values in self._totals().items()
         }
-        return {"total_dispatched": sum(self._dispatched.values()), "workers": workers, "handles": len(self._reports)}
+        total = self._departed_dispatched + sum(self._dispatched.values())
+        return {"total_dispatched": total, "workers": workers, "handles": len(self._reports)}
 
     def shutdown(self) -> None:
         """Kill every worker actor at once."""

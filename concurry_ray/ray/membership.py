@@ -6,7 +6,9 @@ the worker class and options. Unpickled in a Ray task, actor or Serve replica,
 it asks the balancer for the members and dispatches straight to them. Each copy
 reports its counters to the balancer from a background thread that sleeps until
 there is something to report and then sends one batch, so calls never wait for
-the balancer.
+the balancer. A copy that has had nothing in flight for ``IDLE_LEAVE_SECONDS``
+leaves the balancer (which keeps what it counted) and its thread ends, so the
+copies that every Ray task unpickles do not pile up; used again, it joins anew.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import ray
 from ..host import rebuild_init_error
 from ..membership import LocalMembership, fail_all, resend
 from .backend import RayClient
-from .balancer import RemotePoolBalancer, unwrap
+from .balancer import Counters, RemotePoolBalancer, unwrap
 
 if TYPE_CHECKING:
     from ..pool import Pool, Slot
@@ -33,6 +35,8 @@ REPORT_BATCH_SECONDS = 0.02
 ALONE_REPORT_SECONDS = 0.5
 """The same for a pool's only handle: nobody needs its figures sooner, and get_pool_stats() reports
 first. A report is a Ray call, so reporting every 20 ms cost a lone driver about 5 % per call."""
+IDLE_LEAVE_SECONDS = 2.0
+"""How long a copy of a pool handle stays joined to the balancer with nothing to report."""
 BALANCER_TIMEOUT = 120.0
 
 
@@ -70,6 +74,9 @@ class RayMembership(LocalMembership):
         self._closed = False
         self._shared = not self.owner  # a copy always shares the pool with the handle it came from
         self._flusher: Optional[threading.Thread] = None
+        self._flusher_lock = threading.Lock()  # starting the report thread, and its ending when idle
+        self._joined_at: tuple[dict[int, Counters], int] = ({}, 0)  # own counters when it last left the balancer
+        self._report_lock = threading.Lock()  # a report and a leave of this handle never cross on the way
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -154,15 +161,23 @@ class RayMembership(LocalMembership):
         self._version = self._call("retire", [s.index for s in slots])
 
     def touched(self) -> None:
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_loop, name="concurry-ray-report", daemon=True)
-            self._flusher.start()
         if not self._dirty.is_set():  # set() takes a lock; most calls find it already set
             self._dirty.set()
+        if self._flusher is None:  # checked after setting _dirty: an ending thread looks at _dirty last
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        with self._flusher_lock:
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Thread(target=self._flush_loop, name="concurry-ray-report", daemon=True)
+                self._flusher.start()
 
     def _flush_loop(self) -> None:
         while True:
-            self._dirty.wait()
+            if not self._dirty.wait(None if self.owner else IDLE_LEAVE_SECONDS):
+                if self._closed or self._left_when_idle():
+                    return
+                continue
             self._hurry.wait(REPORT_BATCH_SECONDS if self._shared else ALONE_REPORT_SECONDS)
             if self._closed:
                 return
@@ -177,18 +192,56 @@ class RayMembership(LocalMembership):
 
     def flush(self) -> None:
         """Send this handle's counters to the balancer and learn the others' loads."""
-        pool = self.pool
-        with pool._lock:
-            mine = {s.index: (s.dispatched, s.in_flight, s.completed, s.failed) for s in pool._slots.values()}
-            dispatched = pool._total_dispatched
-        version, loads, handles = self._call("report", self.handle_id, mine, dispatched)
+        with self._report_lock:
+            mine, dispatched = self._counters()
+            version, loads, handles = self._call("report", self.handle_id, *self._since_joined(mine, dispatched))
         self._shared = self._shared or handles > 1  # another handle reported (one made from a copy, say)
+        # The balancer's totals hold this handle's calls from earlier stints too, so take all of them off.
         self._others = {
             i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
             for i, (active, total) in loads.items()
         }
         if version != self._version:
             self._sync(*self._call("members"))
+        if self._flusher is None and not self.owner:
+            self._start_flusher()  # reported from get_pool_stats(): the thread will leave again when idle
+
+    def _counters(self) -> tuple[dict[int, Counters], int]:
+        """This handle's own counters per worker, and the calls it dispatched."""
+        pool = self.pool
+        with pool._lock:
+            mine = {s.index: (s.dispatched, s.in_flight, s.completed, s.failed) for s in pool._slots.values()}
+            return mine, pool._total_dispatched
+
+    def _since_joined(self, mine: dict[int, Counters], dispatched: int) -> tuple[dict[int, Counters], int]:
+        """The counters to report: what changed since this handle last left the balancer
+        (which kept what it had counted until then); in-flight calls are a level, reported as they are."""
+        past, past_dispatched = self._joined_at
+        since = {}
+        for index, (sent, in_flight, completed, failed) in mine.items():
+            was = past.get(index, (0, 0, 0, 0))
+            since[index] = (sent - was[0], in_flight, completed - was[2], failed - was[3])
+        return since, dispatched - past_dispatched
+
+    def _leave(self) -> bool:
+        """Hand this copy's counters to the balancer for good and leave it; False if calls are in flight."""
+        with self._report_lock:
+            mine, dispatched = self._counters()
+            if any(counters[1] for counters in mine.values()):
+                return False
+            self._call("leave", self.handle_id, *self._since_joined(mine, dispatched))
+            self._joined_at = (mine, dispatched)
+            return True
+
+    def _left_when_idle(self) -> bool:
+        """On the report thread of an idle copy: leave the balancer; True if the thread should end."""
+        if not self._leave():
+            return False
+        with self._flusher_lock:
+            if self._dirty.is_set():  # used again meanwhile: stay, and the next report joins again
+                return False
+            self._flusher = None
+            return True
 
     def others_load(self) -> dict[int, tuple[int, int]]:
         return self._others
@@ -197,7 +250,8 @@ class RayMembership(LocalMembership):
         """Figures from the balancer: every handle's calls, not only this one's."""
         if self.pool._stopped and self.owner:
             return local
-        self.flush()
+        if not self.pool._stopped:  # a stopped copy has left the balancer; reporting would join it again
+            self.flush()
         shared = self._call("stats")
         workers = shared["workers"]
         balancer = dict(local["load_balancer"], total_dispatched=shared["total_dispatched"])
@@ -216,7 +270,9 @@ class RayMembership(LocalMembership):
         clients = [s.client for s in pool._slots.values()] + list(pool._on_demand_clients)
         for client in clients:
             client.drain(deadline)
-        self._closed = True
+        with self._flusher_lock:
+            self._closed = True
+            flusher = self._flusher
         self._hurry.set()
         self._dirty.set()
         if self.owner:
@@ -225,7 +281,10 @@ class RayMembership(LocalMembership):
             finally:
                 ray.kill(self.balancer, no_restart=True)
         else:
-            self.flush()
+            if flusher is not None:
+                flusher.join(BALANCER_TIMEOUT)  # so that no report of it reaches the balancer after the leave
+            if not self._leave():  # calls still in flight (stop's deadline passed): report them instead
+                self.flush()
         for client in pool._on_demand_clients:
             client.stop(deadline)
 
