@@ -26,5 +26,6 @@ _kept = threading.local()
 def keep_thread_state() -> None:
     """Keep the calling thread's Python thread state after the current callback returns."""
     if not getattr(_kept, "done", False):
-        ctypes.pythonapi.PyGILState_Ensure()
+        if ctypes.pythonapi.PyGILState_Check():  # the running state is this thread's own: Ensure cannot deadlock
+            ctypes.pythonapi.PyGILState_Ensure()
         _kept.done = True
