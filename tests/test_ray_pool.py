@@ -15,6 +15,7 @@ from conftest import RAY_ACTOR
 from workers import Branch, Caller, Leaf, Visitor
 
 from concurry_ray import gather
+from concurry_ray.ray import membership as ray_membership
 
 
 @pytest.fixture
@@ -159,8 +160,15 @@ def test_a_lone_handle_reports_rarely_and_a_shared_one_in_short_batches(leaf_poo
     def use(pool):
         return pool.work(3).result(timeout=30)
 
+    monkeypatch.setattr(ray_membership, "SHARED_AFTER_PICKLING_SECONDS", 1.0)
     assert ray.get(use.remote(leaf_pool), timeout=60) == 6
     call_for(0.2)  # passing the handle on made it shared
     reports.clear()
     call_for(0.5)
     assert len(reports) >= 5, f"only {len(reports)} reports in 0.5 s once the pool is shared (20 ms batches expected)"
+
+    wait_for(lambda: leaf_pool.get_pool_stats()["handles"] == 1)  # the task's copy went idle and left
+    call_for(0.3)  # the next report learns it
+    reports.clear()
+    call_for(1.2)
+    assert len(reports) <= 4, f"{len(reports)} reports in 1.2 s once the copy left (one per 0.5 s expected)"

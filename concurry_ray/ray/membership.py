@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -35,6 +36,9 @@ REPORT_BATCH_SECONDS = 0.02
 ALONE_REPORT_SECONDS = 0.5
 """The same for a pool's only handle: nobody needs its figures sooner, and get_pool_stats() reports
 first. A report is a Ray call, so reporting every 20 ms cost a lone driver about 5 % per call."""
+SHARED_AFTER_PICKLING_SECONDS = 5.0
+"""How long the creating handle keeps to short batches after it was pickled, even before the copy
+has joined the balancer; after that it follows the number of handles joined."""
 IDLE_LEAVE_SECONDS = 2.0
 """How long a copy of a pool handle stays joined to the balancer with nothing to report."""
 BALANCER_TIMEOUT = 120.0
@@ -73,6 +77,7 @@ class RayMembership(LocalMembership):
         self._hurry = threading.Event()  # cuts the report thread's pause short: stopping, or just shared
         self._closed = False
         self._shared = not self.owner  # a copy always shares the pool with the handle it came from
+        self._pickled_at = float("-inf")
         self._flusher: Optional[threading.Thread] = None
         self._flusher_lock = threading.Lock()  # starting the report thread, and its ending when idle
         self._joined_at: tuple[dict[int, Counters], int] = ({}, 0)  # own counters when it last left the balancer
@@ -195,7 +200,7 @@ class RayMembership(LocalMembership):
         with self._report_lock:
             mine, dispatched = self._counters()
             version, loads, handles = self._call("report", self.handle_id, *self._since_joined(mine, dispatched))
-        self._shared = self._shared or handles > 1  # another handle reported (one made from a copy, say)
+        self._shared = not self.owner or handles > 1 or self._pickled_lately()
         # The balancer's totals hold this handle's calls from earlier stints too, so take all of them off.
         self._others = {
             i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
@@ -205,6 +210,9 @@ class RayMembership(LocalMembership):
             self._sync(*self._call("members"))
         if self._flusher is None and not self.owner:
             self._start_flusher()  # reported from get_pool_stats(): the thread will leave again when idle
+
+    def _pickled_lately(self) -> bool:
+        return time.monotonic() - self._pickled_at < SHARED_AFTER_PICKLING_SECONDS
 
     def _counters(self) -> tuple[dict[int, Counters], int]:
         """This handle's own counters per worker, and the calls it dispatched."""
@@ -292,7 +300,8 @@ class RayMembership(LocalMembership):
         pool = self.pool
         if pool._stopped:
             raise TypeError(f"{pool!r} is stopped and cannot be passed on")
-        if not self._shared:  # a copy is being made: report now, and from now on in short batches
+        self._pickled_at = time.monotonic()
+        if not self._shared:  # a copy is being made: report now, and in short batches while it is joined
             self._shared = True
             self._hurry.set()
             self.touched()
