@@ -86,6 +86,14 @@ def test_a_copy_used_again_after_leaving_counts_each_call_once(leaf_pool):
     assert _shared_figures(leaf_pool) == (4, 4, 1)
 
 
+def test_a_copy_stops_quietly_after_its_pool_was_stopped(ray_runtime):
+    pool = Leaf.options(mode="ray", max_workers=2, actor_options=RAY_ACTOR).init()
+    with Caller.options(mode="ray", actor_options=RAY_ACTOR).init(pool) as caller:
+        assert caller.call(3).result(timeout=30) == 6
+        pool.stop()  # the balancer and the workers are gone; the caller's copy is still joined
+        assert "stopped" in caller.stop_pool().result(timeout=60)
+
+
 def test_local_pool_handles_refuse_to_pickle():
     with Leaf.options(mode="thread", max_workers=2).init() as pool:
         with pytest.raises(TypeError, match="only mode='ray' pools"):

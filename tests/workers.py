@@ -145,3 +145,7 @@ class Caller(Worker):
 
     def stats(self) -> dict:
         return self.pool.get_pool_stats()
+
+    def stop_pool(self) -> str:
+        self.pool.stop()
+        return repr(self.pool)

@@ -178,6 +178,14 @@ class RayMembership(LocalMembership):
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
+        try:
+            self._report_until_closed()
+        except Exception as exc:  # the balancer is gone, and reporting with it
+            if not self._closed:  # a copy outliving its pool is normal: the creating handle stopped it
+                level = logging.WARNING if self.owner else logging.DEBUG
+                log.log(level, "concurry_ray: %r cannot report to its balancer: %s", self.pool, exc)
+
+    def _report_until_closed(self) -> None:
         while True:
             if not self._dirty.wait(None if self.owner else IDLE_LEAVE_SECONDS):
                 if self._closed or self._left_when_idle():
@@ -188,12 +196,7 @@ class RayMembership(LocalMembership):
                 return
             self._hurry.clear()
             self._dirty.clear()
-            try:
-                self.flush()
-            except Exception:
-                if self._closed:
-                    return
-                raise
+            self.flush()
 
     def flush(self) -> None:
         """Send this handle's counters to the balancer and learn the others' loads."""
@@ -291,10 +294,18 @@ class RayMembership(LocalMembership):
         else:
             if flusher is not None:
                 flusher.join(BALANCER_TIMEOUT)  # so that no report of it reaches the balancer after the leave
-            if not self._leave():  # calls still in flight (stop's deadline passed): report them instead
-                self.flush()
+            self._say_goodbye()
         for client in pool._on_demand_clients:
             client.stop(deadline)
+
+    def _say_goodbye(self) -> None:
+        """A stopping copy leaves the balancer (or, with calls still in flight, reports them);
+        if the pool itself was stopped first, there is nobody left to tell."""
+        try:
+            if not self._leave():
+                self.flush()
+        except Exception as exc:
+            log.debug("concurry_ray: %r stopped after its pool: %s", self.pool, exc)
 
     def reduce(self) -> Any:
         pool = self.pool
