@@ -493,7 +493,9 @@ class Pool:
                 "health_replacements": self._health.replaced if self._health is not None else 0,
                 "load_balancer": balancer,
             }
-        # Outside the lock: asking a Ray worker for its retry count is a round trip.
+        # Outside the lock: asking a Ray worker for its retry count is a round trip (all asked at once).
+        for slot in live:
+            slot.client.ask_retries()
         stats["workers"] = {s.index: s.health() for s in live}
         retired = [s.client.retries() for s in every_slot if s.retired]
         stats["retries"] = past_retries + sum(w["retries"] or 0 for w in stats["workers"].values()) + sum(

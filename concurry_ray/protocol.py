@@ -121,6 +121,10 @@ class WorkerClient(ABC):
         host = getattr(self, "_host", None)
         return host.retries if host is not None else None
 
+    def ask_retries(self) -> None:
+        """Start finding out the retry count, so that many workers can be asked at once;
+        ``retries()`` then reads the answer. Only a backend that asks a remote worker overrides it."""
+
     def pid(self) -> Optional[int]:
         """The operating-system process id of the worker, where it has its own."""
         return os.getpid()

@@ -53,6 +53,7 @@ class RayClient(WorkerClient):
         self._stopping = False
         self._pid: Optional[int] = None
         self._retries: Optional[int] = None  # last known; a dead actor cannot be asked
+        self._retries_asked: Optional[ray.ObjectRef] = None  # the answer to ask_retries(), not read yet
         self.ready = Future()
         future_from_ref(actor.__concurry_ready__.remote(), label).add_done_callback(self._on_ready)
 
@@ -72,9 +73,14 @@ class RayClient(WorkerClient):
             self._ask_retries()
         return self._retries
 
+    def ask_retries(self) -> None:
+        if not (self._dead or self._stopping):
+            self._retries_asked = self.actor.__concurry_retries__.remote()
+
     def _ask_retries(self) -> None:
+        asked, self._retries_asked = self._retries_asked, None
         try:
-            self._retries = ray.get(self.actor.__concurry_retries__.remote(), timeout=10)
+            self._retries = ray.get(asked if asked is not None else self.actor.__concurry_retries__.remote(), timeout=10)
         except ray.exceptions.RayError:
             pass  # keep the last known count
 
