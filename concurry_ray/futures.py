@@ -113,6 +113,11 @@ def settle(future: cf.Future, value: Any = None, error: BaseException | None = N
         pass
 
 
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds from now until ``deadline`` (a ``time.monotonic()`` value), never negative; None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def cancelled(label: str) -> CancelledError:
     """The CancelledError of a call whose worker stopped before the call finished."""
     return CancelledError(f"cancelled: {label} was stopped before the call finished")
@@ -216,8 +221,7 @@ def gather(
     deadline = None if timeout is None else time.monotonic() + timeout
     for f in real:
         if type(outcomes[id(f)][0]) is Stored:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            outcomes[id(f)] = _fetched_outcome(f, left)
+            outcomes[id(f)] = _fetched_outcome(f, seconds_left(deadline))
     results = [value if f is None else outcomes[id(f)] for f, value in zip(futures, values)]
     return _assembled(keys, results, return_exceptions, timeout)
 

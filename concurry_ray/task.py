@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 import cloudpickle
 
-from .futures import Future
+from .futures import Future, seconds_left
 from .pool import Pool
 from .progress import ProgressBar
 from .worker import Worker, WorkerBuilder
@@ -182,8 +182,7 @@ def ordered_results(
 def _drain(submit: Callable, items: Iterator, pending: deque, deadline: Optional[float], bar: ProgressBar) -> Iterator:
     try:
         while pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            result = pending[0].result(remaining)
+            result = pending[0].result(seconds_left(deadline))
             pending.popleft()
             pending.extend(submit(item) for item in itertools.islice(items, 1))
             bar.update(1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-import time
 from typing import Optional
+
+from concurry_ray.futures import seconds_left
 
 
 class InFlight:
@@ -37,8 +38,7 @@ class InFlight:
         never deliver its outcome; its caller gets CancelledError instead.
         """
         pending = self.snapshot()
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _, not_done = cf.wait(pending, timeout=timeout)
+        _, not_done = cf.wait(pending, timeout=seconds_left(deadline))
         for future in not_done:
             if not future.cancel():
                 _force_cancel(future)

@@ -26,7 +26,7 @@ from typing import Optional
 import cloudpickle
 
 from concurry_ray.errors import WorkerCrashedError, WorkerInitError
-from concurry_ray.futures import Future, cancelled, settle
+from concurry_ray.futures import Future, cancelled, seconds_left, settle
 from concurry_ray.host import rebuild_init_error, unpicklable_argument
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 
@@ -139,7 +139,7 @@ class ProcessClient(WorkerClient):
             return
         self._stopping = True
         self._outbox.put(_STOP)
-        self._process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._process.join(seconds_left(deadline))
         if self._process.is_alive():
             self._process.kill()
         self._reader.join(timeout=5)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from queue import Empty, SimpleQueue
 from threading import Thread
 from typing import Optional
 
 from concurry_ray.errors import WorkerInitError
-from concurry_ray.futures import Future, chain, settle
+from concurry_ray.futures import Future, chain, seconds_left, settle
 from concurry_ray.host import Host
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
 
@@ -74,7 +73,7 @@ class ThreadClient(WorkerClient):
     def stop(self, deadline: Optional[float]) -> None:
         self._deadline = deadline
         self._queue.put(_STOP)
-        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._thread.join(seconds_left(deadline))
         if self._thread.is_alive():
             self._cancel_queued()
 

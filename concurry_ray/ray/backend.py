@@ -6,14 +6,13 @@ import concurrent.futures as cf
 import functools
 import threading
 import uuid
-import time
 from collections import deque
 from typing import Any, Optional
 
 import ray
 
 from ..errors import WorkerCrashedError
-from ..futures import Future, cancelled, settle
+from ..futures import Future, cancelled, seconds_left, settle
 from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
 from ..nested import collect_arguments
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
@@ -234,8 +233,7 @@ class RayClient(WorkerClient):
     def drain(self, deadline: Optional[float]) -> None:
         """Wait for this client's calls until ``deadline``; cancel those still pending then."""
         pending = [entry[1] for entry in list(self._pending.values())]
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _, not_done = cf.wait(pending, timeout=timeout)
+        _, not_done = cf.wait(pending, timeout=seconds_left(deadline))
         for future in not_done:
             settle(future, error=cancelled(self.label))
 
