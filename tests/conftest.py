@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ for path in (str(TESTS), str(REPO)):
 ALL_MODES = ["sync", "asyncio", "thread", "process", "ray"]
 POOL_MODES = ["thread", "process", "ray"]
 RAY_ACTOR = {"num_cpus": 0.1}
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    """Wait until predicate() is true, failing the test after ``timeout`` seconds
+    (for figures that arrive in the background, such as Ray pool stats)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

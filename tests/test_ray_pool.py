@@ -11,7 +11,7 @@ import time
 
 import pytest
 import ray
-from conftest import RAY_ACTOR
+from conftest import RAY_ACTOR, wait_for
 from workers import Branch, Caller, Leaf, Visitor
 
 from concurry_ray import gather
@@ -23,14 +23,6 @@ def leaf_pool(ray_runtime):
     pool = Leaf.options(mode="ray", max_workers=2, load_balancing="total", actor_options=RAY_ACTOR).init()
     yield pool
     pool.stop()
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    """Wait until predicate() is true (stats reach the balancer in batches)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_pool_handle_passed_to_a_ray_task_dispatches_into_the_same_pool(leaf_pool):

@@ -78,8 +78,10 @@ class RayClient(WorkerClient):
 
     def _ask_retries(self) -> None:
         asked, self._retries_asked = self._retries_asked, None
+        if asked is None:
+            asked = self.actor.__concurry_retries__.remote()
         try:
-            self._retries = ray.get(asked if asked is not None else self.actor.__concurry_retries__.remote(), timeout=10)
+            self._retries = ray.get(asked, timeout=10)
         except ray.exceptions.RayError:
             pass  # keep the last known count
 

@@ -76,11 +76,11 @@ class RayMembership(LocalMembership):
         self._dirty = threading.Event()
         self._hurry = threading.Event()  # cuts the report thread's pause short: stopping, or just shared
         self._closed = False
-        self._shared = not self.owner  # a copy always shares the pool with the handle it came from
+        self._handles = 1  # handles joined to the balancer, as of this handle's last report
         self._pickled_at = float("-inf")
         self._flusher: Optional[threading.Thread] = None
         self._flusher_lock = threading.Lock()  # starting the report thread, and its ending when idle
-        self._joined_at: tuple[dict[int, Counters], int] = ({}, 0)  # own counters when it last left the balancer
+        self._baseline: tuple[dict[int, Counters], int] = ({}, 0)  # own counters when it last left the balancer
         self._report_lock = threading.Lock()  # a report and a leave of this handle never cross on the way
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -191,7 +191,7 @@ class RayMembership(LocalMembership):
                 if self._closed or self._left_when_idle():
                     return
                 continue
-            self._hurry.wait(REPORT_BATCH_SECONDS if self._shared else ALONE_REPORT_SECONDS)
+            self._hurry.wait(REPORT_BATCH_SECONDS if self._shared() else ALONE_REPORT_SECONDS)
             if self._closed:
                 return
             self._hurry.clear()
@@ -202,8 +202,7 @@ class RayMembership(LocalMembership):
         """Send this handle's counters to the balancer and learn the others' loads."""
         with self._report_lock:
             mine, dispatched = self._counters()
-            version, loads, handles = self._call("report", self.handle_id, *self._since_joined(mine, dispatched))
-        self._shared = not self.owner or handles > 1 or self._pickled_lately()
+            version, loads, self._handles = self._call("report", self.handle_id, *self._since_joined(mine, dispatched))
         # The balancer's totals hold this handle's calls from earlier stints too, so take all of them off.
         self._others = {
             i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
@@ -214,8 +213,10 @@ class RayMembership(LocalMembership):
         if self._flusher is None and not self.owner:
             self._start_flusher()  # reported from get_pool_stats(): the thread will leave again when idle
 
-    def _pickled_lately(self) -> bool:
-        return time.monotonic() - self._pickled_at < SHARED_AFTER_PICKLING_SECONDS
+    def _shared(self) -> bool:
+        """Whether other handles use the pool now: this one is a copy, another is joined, or it was just pickled."""
+        pickled_lately = time.monotonic() - self._pickled_at < SHARED_AFTER_PICKLING_SECONDS
+        return not self.owner or self._handles > 1 or pickled_lately
 
     def _counters(self) -> tuple[dict[int, Counters], int]:
         """This handle's own counters per worker, and the calls it dispatched."""
@@ -227,7 +228,7 @@ class RayMembership(LocalMembership):
     def _since_joined(self, mine: dict[int, Counters], dispatched: int) -> tuple[dict[int, Counters], int]:
         """The counters to report: what changed since this handle last left the balancer
         (which kept what it had counted until then); in-flight calls are a level, reported as they are."""
-        past, past_dispatched = self._joined_at
+        past, past_dispatched = self._baseline
         since = {}
         for index, (sent, in_flight, completed, failed) in mine.items():
             was = past.get(index, (0, 0, 0, 0))
@@ -241,7 +242,7 @@ class RayMembership(LocalMembership):
             if any(counters[1] for counters in mine.values()):
                 return False
             self._call("leave", self.handle_id, *self._since_joined(mine, dispatched))
-            self._joined_at = (mine, dispatched)
+            self._baseline = (mine, dispatched)
             return True
 
     def _left_when_idle(self) -> bool:
@@ -311,9 +312,9 @@ class RayMembership(LocalMembership):
         pool = self.pool
         if pool._stopped:
             raise TypeError(f"{pool!r} is stopped and cannot be passed on")
+        was_shared = self._shared()
         self._pickled_at = time.monotonic()
-        if not self._shared:  # a copy is being made: report now, and in short batches while it is joined
-            self._shared = True
+        if not was_shared:  # a copy is being made: report now, and in short batches while it is joined
             self._hurry.set()
             self.touched()
         return attach_pool, (AttachInfo(self.balancer, pool._cls, pool._options, pool._extras),)
