@@ -11,6 +11,15 @@
 """
 
 from .config import global_config, temp_config
+from .enums import (
+    ExecutionMode,
+    LoadBalancingAlgorithm,
+    PollingAlgorithm,
+    RateLimitAlgorithm,
+    RateWindow,
+    RetryAlgorithm,
+    ReturnWhen,
+)
 from .errors import (
     CallTimeoutError,
     ConfigError,
@@ -62,6 +71,13 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "ExecutionMode",
+    "LoadBalancingAlgorithm",
+    "PollingAlgorithm",
+    "RateLimitAlgorithm",
+    "RateWindow",
+    "RetryAlgorithm",
+    "ReturnWhen",
     "ConfigError",
     "SerializationError",
     "CallTimeoutError",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from .errors import ConfigError
+from .enums import LoadBalancingAlgorithm, parse
 
 
 class Balancer:
@@ -68,16 +68,14 @@ class Random(Balancer):
         return random.randrange(count)
 
 
-ALGORITHMS: dict[str, type[Balancer]] = {
-    "round_robin": RoundRobin,
-    "active": LeastActiveLoad,
-    "total": LeastTotalLoad,
-    "random": Random,
+ALGORITHMS: dict[LoadBalancingAlgorithm, type[Balancer]] = {
+    LoadBalancingAlgorithm.RoundRobin: RoundRobin,
+    LoadBalancingAlgorithm.LeastActiveLoad: LeastActiveLoad,
+    LoadBalancingAlgorithm.LeastTotalLoad: LeastTotalLoad,
+    LoadBalancingAlgorithm.Random: Random,
 }
 
 
-def make_balancer(name: str) -> Balancer:
-    """A fresh balancer for a canonical algorithm name (see ``options.BALANCING_ALIASES``)."""
-    if name not in ALGORITHMS:
-        raise ConfigError(f"load_balancing={name!r} is not a known algorithm; allowed: {', '.join(ALGORITHMS)}")
-    return ALGORITHMS[name]()
+def make_balancer(algorithm: Any) -> Balancer:
+    """A fresh balancer for ``algorithm`` (a LoadBalancingAlgorithm member or any of its spellings)."""
+    return ALGORITHMS[parse(LoadBalancingAlgorithm, algorithm, "load_balancing")]()

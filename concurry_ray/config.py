@@ -21,7 +21,7 @@ import threading
 from typing import Any, Iterator, Optional
 
 from .errors import ConfigError, closest
-from .protocol import MODES, canonical_mode
+from .modes import MODES, canonical_mode
 
 EVERY_MODE = "*"
 _temporary: contextvars.ContextVar[dict] = contextvars.ContextVar("concurry_ray_temp_config", default={})

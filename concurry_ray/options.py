@@ -10,41 +10,20 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .enums import LoadBalancingAlgorithm, parse
 from .errors import ConfigError, closest
-from .protocol import backend_class, canonical_mode
+from .modes import backend_class, canonical_mode
 from .retry import RETRY_OPTIONS
 from .retry import check_option as check_retry_option
 
-BALANCING_ALIASES = {
-    "round_robin": "round_robin",
-    "rr": "round_robin",
-    "active": "active",
-    "least_active": "active",
-    "least_active_load": "active",
-    "total": "total",
-    "least_total": "total",
-    "least_total_load": "total",
-    "random": "random",
-    "rand": "random",
-}
-
 PerMethod = Union[Any, dict]
-
-
-def _canonical_balancing(value: str) -> str:
-    if value not in BALANCING_ALIASES:
-        raise ValueError(
-            f"load_balancing={value!r} is not a known algorithm{closest(value, BALANCING_ALIASES)}; "
-            f"allowed: {', '.join(BALANCING_ALIASES)}"
-        )
-    return BALANCING_ALIASES[value]
 
 
 class WorkerOptions(BaseModel):
     """Every option of a worker or pool, validated on construction.
 
-    ``mode`` is stored canonical (``"thread"``, never ``"threads"``); so is
-    ``load_balancing``. ``max_workers=None`` means the mode's default.
+    ``mode`` is stored canonical (``"thread"``, never ``"threads"``);
+    ``load_balancing`` as a :class:`LoadBalancingAlgorithm` member. ``max_workers=None`` means the mode's default.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
@@ -52,7 +31,7 @@ class WorkerOptions(BaseModel):
     mode: str = "thread"
     blocking: bool = False
     max_workers: Optional[int] = None
-    load_balancing: Optional[str] = None
+    load_balancing: Optional[LoadBalancingAlgorithm] = None
     on_demand: bool = False
     max_queued_tasks: Optional[int] = None
     limits: Any = None
@@ -86,7 +65,7 @@ class WorkerOptions(BaseModel):
     @field_validator("load_balancing", mode="before")
     @classmethod
     def _balancing(cls, value: Any) -> Optional[str]:
-        return None if value is None else _canonical_balancing(value)
+        return None if value is None else parse(LoadBalancingAlgorithm, value, "load_balancing")
 
     @field_validator("limits")
     @classmethod
@@ -160,9 +139,11 @@ class WorkerOptions(BaseModel):
         return self.max_workers
 
     @property
-    def balancing(self) -> str:
-        """The canonical balancing algorithm, taking the on-demand default into account."""
-        return self.load_balancing or ("random" if self.on_demand else "round_robin")
+    def balancing(self) -> LoadBalancingAlgorithm:
+        """The balancing algorithm, taking the on-demand default (Random) into account."""
+        if self.load_balancing is not None:
+            return self.load_balancing
+        return LoadBalancingAlgorithm.Random if self.on_demand else LoadBalancingAlgorithm.RoundRobin
 
 
 def build_options(**opts: Any) -> WorkerOptions:

@@ -29,7 +29,8 @@ from .host import public_methods
 from .nested import collect_arguments, replace
 from .options import WorkerOptions
 from .retry import check_method_names, crash_retries, follow_crashes
-from .protocol import Backend, Call, WorkerClient, WorkerSpec, backend_class
+from .modes import backend_class
+from .protocol import Backend, Call, WorkerClient, WorkerSpec
 
 log = logging.getLogger("concurry_ray")
 

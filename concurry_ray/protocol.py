@@ -11,51 +11,17 @@ of one live worker, with four operations::
 
 Everything above this line (pools, balancing, retries, limits, argument futures,
 stats) is written once and works for every backend. Modes are looked up by name
-in :data:`MODES`; adding a mode means adding one module and one line there.
+in ``modes.MODES``; adding a mode means adding one module and one row there.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
-from .errors import ConfigError, closest
 from .futures import Future
-
-MODES: dict[str, str] = {
-    "sync": "local_backends.sync:SyncBackend",
-    "asyncio": "local_backends.asyncio:AsyncioBackend",
-    "thread": "local_backends.thread:ThreadBackend",
-    "process": "local_backends.process:ProcessBackend",
-    "ray": "concurry_ray.ray.backend:RayBackend",
-}
-MODE_ALIASES: dict[str, str] = {
-    "synchronous": "sync",
-    "async": "asyncio",
-    "threads": "thread",
-    "proc": "process",
-    "processes": "process",
-}
-
-
-def canonical_mode(mode: Any) -> str:
-    """The canonical name of a mode or alias; ConfigError naming the allowed ones otherwise."""
-    name = str(getattr(mode, "value", mode)).lower()
-    name = MODE_ALIASES.get(name, name)
-    if name not in MODES:
-        allowed = list(MODES) + list(MODE_ALIASES)
-        raise ConfigError(f"mode={mode!r} is not a known mode{closest(mode, allowed)}; allowed: {', '.join(allowed)}")
-    return name
-
-
-def backend_class(mode: str) -> type["Backend"]:
-    """Import the backend module of ``mode`` on first use and return its class."""
-    module_name, _, class_name = MODES[canonical_mode(mode)].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
 
 class Call(NamedTuple):
     """One method call: what the host runs."""

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .enums import RetryAlgorithm, parse
 from .errors import ConfigError, RetryValidationError, WorkerCrashedError, closest
 from .futures import Future, chain, settle
 from .protocol import Call
@@ -69,11 +70,11 @@ def _fibonacci(n: int) -> int:
     return a
 
 
-BACKOFF: dict[str, Callable[[float, int], float]] = {
-    "exponential": lambda wait, n: wait * 2 ** (n - 1),
-    "linear": lambda wait, n: wait * n,
-    "fibonacci": lambda wait, n: wait * _fibonacci(n),
-    "fixed": lambda wait, n: wait,
+BACKOFF: dict[RetryAlgorithm, Callable[[float, int], float]] = {
+    RetryAlgorithm.Exponential: lambda wait, n: wait * 2 ** (n - 1),
+    RetryAlgorithm.Linear: lambda wait, n: wait * n,
+    RetryAlgorithm.Fibonacci: lambda wait, n: wait * _fibonacci(n),
+    RetryAlgorithm.Fixed: lambda wait, n: wait,
 }
 
 
@@ -81,10 +82,13 @@ BACKOFF: dict[str, Callable[[float, int], float]] = {
 class Backoff:
     """How long to wait before the next attempt: ``seconds(n, rng)`` after the n-th failure."""
 
-    algorithm: str = "exponential"
+    algorithm: RetryAlgorithm = RetryAlgorithm.Exponential
     wait: float = 1.0
     jitter: float = 0.3
     max_wait: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", parse(RetryAlgorithm, self.algorithm, "retry_algorithm"))
 
     def seconds(self, failures: int, rng: random.Random) -> float:
         """The wait after ``failures`` failed attempts, capped, then reduced by up to ``jitter`` of itself."""
@@ -112,12 +116,8 @@ def _count(field: str, value: Any) -> int:
     return value
 
 
-def _algorithm(field: str, value: Any) -> str:
-    name = str(getattr(value, "value", value)).lower()
-    if name not in BACKOFF:
-        hint = closest(name, BACKOFF)
-        raise ValueError(f"{field}={value!r} is not a retry algorithm{hint}; allowed: {', '.join(BACKOFF)}")
-    return name
+def _algorithm(field: str, value: Any) -> RetryAlgorithm:
+    return parse(RetryAlgorithm, value, field)
 
 
 def _is_exception_type(item: Any) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from workers import Counter
 
 from concurry_ray import ConfigError, global_config, temp_config
+from concurry_ray.enums import RetryAlgorithm
 from concurry_ray.options import build_options
 
 
@@ -31,7 +32,7 @@ def test_defaults_apply_to_new_workers_and_per_mode_wins():
     global_config.defaults.num_retries = 2
     global_config.defaults.retry_algorithm = "Linear"
     global_config.process.num_retries = 5
-    assert global_config.defaults.retry_algorithm == "linear", "stored in canonical form"
+    assert global_config.defaults.retry_algorithm is RetryAlgorithm.Linear, "stored in canonical form"
     assert (build_options().num_retries, build_options(mode="process").num_retries) == (2, 5)
     assert global_config.process.num_retries == 5 and global_config.thread.num_retries == 2
     assert build_options(mode="process", num_retries=1).num_retries == 1, "an explicit option wins"
@@ -128,9 +129,9 @@ def test_mutable_defaults_are_copied_per_worker():
 
 
 def test_every_registered_mode_has_a_scope(monkeypatch):
-    from concurry_ray.protocol import MODES
+    from concurry_ray.modes import MODES, Mode
 
-    monkeypatch.setitem(MODES, "inline", "local_backends.thread:ThreadBackend")
+    monkeypatch.setitem(MODES, "inline", Mode("local_backends.thread:ThreadBackend"))
     try:
         global_config.inline.num_retries = 2
         assert global_config.inline.num_retries == 2 and global_config.thread.num_retries == 0

@@ -9,7 +9,7 @@ import types
 import pytest
 from conftest import REPO
 
-from concurry_ray.protocol import MODES
+from concurry_ray.modes import MODES
 
 GUIDES = ["README.md", "docs/workers.md", "docs/futures.md", "docs/errors.md", "docs/modes.md"]
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concurry_ray.enums import RateLimitAlgorithm
 from concurry_ray.limits.algorithms import RATE_ALGORITHMS, Resource
 
 TOL = 1e-6
@@ -31,7 +32,7 @@ def simulate(algorithm: str, capacity: float, window: float, script) -> list[tup
 
     Returns (grant time, units used) for every grant.
     """
-    meter = RATE_ALGORITHMS[algorithm](capacity, window)
+    meter = RATE_ALGORITHMS[RateLimitAlgorithm(algorithm)](capacity, window)
     now, grants, open_ = 0.0, [], []
     for index, (dt, fraction, used_fraction, hold) in enumerate(script):
         now += dt * window
@@ -102,7 +103,7 @@ def test_fixed_window_counts_at_most_capacity_per_window(shape, script):
 @given(shape=shapes, fraction=st.floats(0.01, 1.0))
 def test_unused_units_returned_at_once_are_refunded(algorithm, shape, fraction):
     capacity, window = shape
-    meter = RATE_ALGORITHMS[algorithm](capacity, window)
+    meter = RATE_ALGORITHMS[RateLimitAlgorithm(algorithm)](capacity, window)
     amount = fraction * capacity
     now = 10 * window + 0.25 * window
     receipt = meter.take(amount, now)
@@ -113,14 +114,14 @@ def test_unused_units_returned_at_once_are_refunded(algorithm, shape, fraction):
 
 @pytest.mark.parametrize("algorithm", sorted(RATE_ALGORITHMS))
 def test_saturated_meter_waits_before_granting(algorithm):
-    meter = RATE_ALGORITHMS[algorithm](10, 1.0)
+    meter = RATE_ALGORITHMS[RateLimitAlgorithm(algorithm)](10, 1.0)
     meter.saturate(5.0, grace=0)
     assert meter.delay(1, 5.0) > 0
     assert meter.available(5.0) == pytest.approx(0)
 
 
 def test_token_bucket_refund_after_refill_does_not_allow_a_double_burst():
-    meter = RATE_ALGORITHMS["token_bucket"](10, 1.0)
+    meter = RATE_ALGORITHMS[RateLimitAlgorithm.TokenBucket](10, 1.0)
     early = meter.take(10, 0.0)
     now = 5.0  # the bucket has refilled to full while `early` is still open
     meter.take(10, now)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from concurry_ray import CallLimit, ConfigError, LimitSet, RateLimit, ResourceLimit, Worker
+from concurry_ray.enums import RateLimitAlgorithm
 from concurry_ray.limits import empty_limits, pool_limits
 
 
@@ -21,9 +22,9 @@ def used(limits: LimitSet, key: str) -> float:
 def test_models_accept_window_alias_names_and_positional_fields():
     assert CallLimit(window="minute", capacity=100).window_seconds == 60
     assert RateLimit("tokens", "hour", 1000, "gcra").model_dump() == {
-        "key": "tokens", "capacity": 1000, "window_seconds": 3600, "algorithm": "gcra",
+        "key": "tokens", "capacity": 1000, "window_seconds": 3600, "algorithm": RateLimitAlgorithm.GCRA,
     }
-    assert RateLimit(key="t", window_seconds=2, capacity=5).algorithm == "sliding_window"
+    assert RateLimit(key="t", window_seconds=2, capacity=5).algorithm is RateLimitAlgorithm.SlidingWindow
     assert ResourceLimit("connections", 5).capacity == 5
     assert CallLimit(1, 10).key == "call_count"
 
@@ -35,7 +36,7 @@ def test_models_accept_window_alias_names_and_positional_fields():
         (lambda: RateLimit("t", 1, float("inf")), "capacity=inf"),
         (lambda: RateLimit("t", "fortnight", 5), "'fortnight'"),
         (lambda: RateLimit("t", -3, 5), "window_seconds=-3"),
-        (lambda: RateLimit("t", 1, 5, algorithm="tokenbucket"), "'tokenbucket'"),
+        (lambda: RateLimit("t", 1, 5, algorithm="tokenbuckett"), "'tokenbuckett'"),
         (lambda: ResourceLimit("c", 2.5), "capacity=2.5"),
         (lambda: LimitSet([CallLimit(1, 1), CallLimit(2, 2)]), "'call_count' is used twice"),
         (lambda: LimitSet([RateLimit("t", 1, 1), ResourceLimit("t", 1)]), "'t' is used twice"),
@@ -211,7 +212,7 @@ def test_stats_show_usage_per_key():
     assert stats["mode"] == "thread" and stats["shared"] is True
     assert stats["limits"]["connections"] == {"kind": "resource", "capacity": 5, "used": 2, "available": 3, "waiting": 0}
     assert stats["limits"]["call_count"]["used"] == 1
-    assert stats["limits"]["call_count"]["algorithm"] == "sliding_window"
+    assert stats["limits"]["call_count"]["algorithm"] is RateLimitAlgorithm.SlidingWindow
 
 
 # ----- sharing and pickling ----------------------------------------------------------------

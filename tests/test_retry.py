@@ -14,6 +14,7 @@ from conftest import ALL_MODES
 
 import concurry_ray
 from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashedError, gather
+from concurry_ray.enums import RetryAlgorithm
 from concurry_ray.options import build_options
 from concurry_ray.protocol import Call
 from concurry_ray.retry import Backoff, RetryRunner, check_method_names, crash_retries, follow_crashes
@@ -231,7 +232,7 @@ def test_limits_are_released_between_attempts(mode_opts):
     [
         ({"num_retries": -1}, "num_retries=-1 must be an integer >= 0"),
         ({"num_retries": 1.5}, "num_retries=1.5 must be an integer >= 0"),
-        ({"retry_algorithm": "exponentail"}, "retry_algorithm='exponentail' is not a retry algorithm (did you mean"),
+        ({"retry_algorithm": "exponentail"}, "retry_algorithm='exponentail' is not a known RetryAlgorithm (did you mean 'Exponential'?)"),
         ({"retry_wait": -0.1}, "retry_wait=-0.1 must be >= 0"),
         ({"retry_jitter": 1.5}, "retry_jitter=1.5 must be between 0 and 1"),
         ({"retry_max_wait": -1}, "retry_max_wait=-1 must be >= 0"),
@@ -258,7 +259,7 @@ def test_per_method_dicts_must_name_existing_methods():
 
 def test_retry_options_accept_aliases_and_normalise():
     options = build_options(retry_algorithm="FIXED", retry_on=ConnectionError, retry_until=at_least_three)
-    assert options.retry_algorithm == "fixed"
+    assert options.retry_algorithm is RetryAlgorithm.Fixed
     assert options.retry_on == (ConnectionError,)
     assert options.retry_until == (at_least_three,)
 

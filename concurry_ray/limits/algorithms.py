@@ -23,6 +23,8 @@ import math
 from abc import ABC, abstractmethod
 from collections import deque
 
+from ..enums import RateLimitAlgorithm
+
 EPS = 1e-9
 
 
@@ -320,12 +322,12 @@ class Resource(Meter):
         return self.take(amount, -math.inf)
 
 
-RATE_ALGORITHMS: dict[str, type[Meter]] = {
-    "sliding_window": SlidingWindow,
-    "token_bucket": TokenBucket,
-    "gcra": GCRA,
-    "leaky_bucket": LeakyBucket,
-    "fixed_window": FixedWindow,
+RATE_ALGORITHMS: dict[RateLimitAlgorithm, type[Meter]] = {
+    RateLimitAlgorithm.SlidingWindow: SlidingWindow,
+    RateLimitAlgorithm.TokenBucket: TokenBucket,
+    RateLimitAlgorithm.GCRA: GCRA,
+    RateLimitAlgorithm.LeakyBucket: LeakyBucket,
+    RateLimitAlgorithm.FixedWindow: FixedWindow,
 }
 
 

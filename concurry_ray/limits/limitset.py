@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, closest
-from ..protocol import canonical_mode
+from ..modes import canonical_mode, limits_holder
 from .holders import Holder, PrivateHolder
 from .models import CALL_KEY, Limit, check_limits
-
-HOLDERS = {
-    "sync": "concurry_ray.limits.holders:open_local",
-    "asyncio": "concurry_ray.limits.holders:open_local",
-    "thread": "concurry_ray.limits.holders:open_local",
-    "process": "concurry_ray.limits.served:open_served",
-    "ray": "concurry_ray.limits.ray_holder:open_ray",
-}
-
 
 class LimitSet:
     """A budget of rate, call and resource limits that workers draw from together.
@@ -174,8 +164,7 @@ def _within(value: Any, upper: float) -> bool:
 def _open_holder(limits: tuple, shared: bool, mode: str, name: Optional[str]) -> Holder:
     if not shared:
         return PrivateHolder.fresh(limits)
-    module, _, function = HOLDERS[mode].partition(":")
-    return getattr(importlib.import_module(module), function)(limits, name)
+    return limits_holder(mode)(limits, name)
 
 
 def _rebuild(limits: tuple, shared: bool, mode: str, name: Optional[str], holder: Holder) -> LimitSet:

@@ -17,10 +17,9 @@ from typing import Any, ClassVar, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ConfigError, closest
+from ..enums import RateLimitAlgorithm, RateWindow, parse
+from ..errors import ConfigError
 
-ALGORITHMS = ("sliding_window", "token_bucket", "leaky_bucket", "fixed_window", "gcra")
-WINDOW_NAMES = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 CALL_KEY = "call_count"
 
 
@@ -66,9 +65,10 @@ class Limit(BaseModel):
 class RateLimit(Limit):
     """At most ``capacity`` units of ``key`` per ``window_seconds``.
 
-    ``window_seconds`` (alias ``window``) is a number of seconds or one of
-    ``"second"``, ``"minute"``, ``"hour"``, ``"day"``. ``algorithm`` is one of
-    ``sliding_window`` (default: never more than ``capacity`` in any window),
+    ``window_seconds`` (alias ``window``) is a number of seconds or a
+    :class:`RateWindow` (``"minute"``, ``"per_minute"``, ``RateWindow.Minutely``,
+    ...). ``algorithm`` is a :class:`RateLimitAlgorithm` or any of its
+    spellings: ``sliding_window`` (default: never more than ``capacity`` in any window),
     ``token_bucket`` and ``gcra`` (bursts up to ``capacity``, then a steady
     refill), ``leaky_bucket`` (evenly spaced, no bursts) and ``fixed_window``
     (a counter reset at each window boundary). Units requested but not used,
@@ -80,33 +80,24 @@ class RateLimit(Limit):
     kind: ClassVar[str] = "rate"
 
     window_seconds: float = Field(alias="window")
-    algorithm: str = "sliding_window"
+    algorithm: RateLimitAlgorithm = RateLimitAlgorithm.SlidingWindow
 
     @field_validator("window_seconds", mode="before")
     @classmethod
     def _window(cls, value: Any) -> float:
         if isinstance(value, str):
-            name = value.lower()
-            seconds = WINDOW_NAMES.get(name[:-1] if name.endswith("s") else name)
-            if seconds is None:
-                raise ValueError(
-                    f"window_seconds={value!r} is not a number of seconds nor a known window"
-                    f"{closest(value, WINDOW_NAMES)}; allowed names: {', '.join(WINDOW_NAMES)}"
-                )
-            return seconds
+            return parse(RateWindow, value, "window_seconds").to_seconds()
         return positive_finite("window_seconds", value, "a number of seconds")
 
     @field_validator("algorithm", mode="before")
     @classmethod
-    def _algorithm(cls, value: Any) -> str:
-        name = str(getattr(value, "value", value)).lower().replace("-", "_")
-        if name not in ALGORITHMS:
-            raise ValueError(
-                f"algorithm={value!r} is not a known rate algorithm{closest(name, ALGORITHMS)}; "
-                f"allowed: {', '.join(ALGORITHMS)}"
-            )
-        return name
+    def _algorithm(cls, value: Any) -> RateLimitAlgorithm:
+        return parse(RateLimitAlgorithm, value, "algorithm")
 
+    @property
+    def window(self) -> float:
+        """The window in seconds (concurry's name for ``window_seconds``)."""
+        return self.window_seconds
 
 
 class CallLimit(RateLimit):
