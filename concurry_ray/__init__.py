@@ -27,6 +27,7 @@ from .errors import (
     PoolStoppedError,
     RetryValidationError,
     SerializationError,
+    TimerError,
     WorkerCrashedError,
     WorkerInitError,
 )
@@ -40,12 +41,16 @@ from .futures import (
     async_wait,
     gather,
     wait,
+    wrap_future,
 )
-from .limits import Acquisition, CallLimit, LimitSet, RateLimit, ResourceLimit
+from .future_types import AsyncioFuture, BaseFuture, ConcurrentFuture, RayFuture, SyncFuture
+from .limits import Acquisition, CallLimit, Limit, LimitPool, LimitSet, LimitSetAcquisition, RateLimit, ResourceLimit
+from .options import RetryConfig
 from .pool import Pool
 from .progress import ProgressBar
-from .task import Task, TaskWorker, task
-from .worker import Worker, WorkerBuilder
+from .task import Executor, Task, TaskWorker, task
+from .timer import Timer
+from .worker import Worker, WorkerBuilder, worker
 
 __all__ = [
     "Worker",
@@ -54,15 +59,29 @@ __all__ = [
     "TaskWorker",
     "Task",
     "task",
+    "worker",
+    "Executor",
     "ProgressBar",
+    "RetryConfig",
+    "Timer",
+    "TimerError",
     "global_config",
     "temp_config",
     "Future",
+    "BaseFuture",
+    "SyncFuture",
+    "ConcurrentFuture",
+    "AsyncioFuture",
+    "RayFuture",
+    "wrap_future",
     "LimitSet",
     "CallLimit",
     "RateLimit",
     "ResourceLimit",
     "Acquisition",
+    "Limit",
+    "LimitPool",
+    "LimitSetAcquisition",
     "wait",
     "gather",
     "as_completed",

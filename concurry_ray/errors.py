@@ -14,7 +14,8 @@ The tree::
         ├── WorkerCrashedError       the worker process/actor died while running a call
         ├── PoolStoppedError         the handle was used after stop()
         ├── LimitsUnavailableError   the limits holder cannot be reached
-        └── RetryValidationError     retry_until rejected every attempt
+        ├── RetryValidationError     retry_until rejected every attempt
+        └── TimerError               a Timer was used out of order (stop before start, start twice)
 
 Each subclasses the builtin a user would naturally catch, so ``except ValueError``
 still works for configuration mistakes.
@@ -66,6 +67,10 @@ class RetryValidationError(RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.args[0], self.attempts))
+
+
+class TimerError(RuntimeError):
+    """A :class:`~concurry_ray.Timer` was used out of order: read or stopped before start, started or stopped twice."""
 
 
 def closest(name: str, allowed: Iterable[str]) -> str:

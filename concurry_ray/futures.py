@@ -15,15 +15,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import itertools
+import queue
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .conditions import FutureCondition
+from .enums import PollingAlgorithm, ReturnWhen, parse
+from .errors import ConfigError
+from .nested import collect, replace
 
 __all__ = [
     "Future",
+    "wrap_future",
     "wait",
     "gather",
     "as_completed",
@@ -140,108 +146,353 @@ def as_future(obj: Any) -> cf.Future:
     if isinstance(obj, cf.Future):
         return obj
     if isinstance(obj, asyncio.Future):
-        out = Future()
-        obj.get_loop().call_soon_threadsafe(
-            lambda: obj.add_done_callback(lambda f: settle(out, None if f.exception() else f.result(), f.exception()))
-        )
-        return out
-    ref_future = getattr(obj, "future", None)
-    if ref_future is not None and type(obj).__name__ == "ObjectRef":
+        return _from_asyncio(obj)
+    if is_object_ref(obj):
         from .ray.outcomes import future_from_ref
 
         return future_from_ref(obj)
     raise TypeError(f"expected a Future or Ray ObjectRef, got {type(obj).__name__}: {obj!r}")
 
 
+def wrap_future(obj: Any) -> Future:
+    """Our :class:`Future` for any future-like object, or a done one holding a plain value.
+
+    - a :class:`Future` is returned as it is;
+    - a ``concurrent.futures.Future`` or an asyncio future (or task) gives a
+      Future that settles when it does; cancelling that Future also cancels the
+      original (which a running concurrent future ignores). An asyncio future is
+      read only on its own event loop, so that loop is never blocked; one already
+      done is copied at once (do not block on a pending one from its own loop's
+      thread: ``await`` it);
+    - a coroutine is first scheduled as a task on the running event loop
+      (``RuntimeError`` when none runs);
+    - a Ray ``ObjectRef`` gives a Future settled when Ray has the value;
+    - anything else gives a Future already done with that value.
+    """
+    if isinstance(obj, Future):
+        return obj
+    if isinstance(obj, Coroutine):
+        obj = _scheduled(obj)
+    if not is_awaitable_result(obj):
+        return finished_future(obj)
+    source = as_future(obj)
+    return source if isinstance(source, Future) else _mirror(source)
+
+
+def finished_future(value: Any = None, error: BaseException | None = None) -> Future:
+    """A Future already done, with ``value`` or (when given) ``error``."""
+    future = Future()
+    settle(future, value, error)
+    return future
+
+
+def _scheduled(coroutine: Coroutine) -> asyncio.Task:
+    """A task running ``coroutine`` on the running event loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        coroutine.close()
+        raise RuntimeError("wrap_future: a coroutine needs a running event loop; await it, or pass a task") from None
+    return loop.create_task(coroutine)
+
+
+def _mirror(source: cf.Future) -> Future:
+    """A Future that copies ``source``'s outcome; cancelling it also cancels ``source``."""
+    out = Future()
+    chain(source, out)
+    out.add_done_callback(lambda f: f.cancelled() and source.cancel())
+    return out
+
+
+def _from_asyncio(source: asyncio.Future) -> Future:
+    """A Future that copies an asyncio future's outcome, read on that future's own loop (asyncio
+    futures are not thread safe); a future already done is copied at once, from any thread."""
+    out = Future()
+    loop = source.get_loop()
+
+    def copy(done: asyncio.Future) -> None:
+        if done.cancelled():
+            out.cancel()
+            return
+        error = done.exception()
+        settle(out, None if error is not None else done.result(), error)
+
+    if source.done():
+        copy(source)
+    else:
+        _call_in_loop(loop, source.add_done_callback, copy)
+    out.add_done_callback(lambda f: f.cancelled() and not loop.is_closed() and _call_in_loop(loop, source.cancel))
+    return out
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:
+    """Call ``fn(*args)`` on ``loop``'s thread: now when that is this thread, else soon."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def is_object_ref(obj: Any) -> bool:
+    """Whether ``obj`` is a Ray ObjectRef (checked by name, so Ray is never imported for it)."""
+    return type(obj).__name__ == "ObjectRef"
+
+
 def is_awaitable_result(obj: Any) -> bool:
     """True for objects that :func:`gather` and :func:`wait` treat as pending results."""
-    return isinstance(obj, (cf.Future, asyncio.Future)) or type(obj).__name__ == "ObjectRef"
+    return isinstance(obj, (cf.Future, asyncio.Future)) or is_object_ref(obj)
 
 
-def _progress_bar(progress: Any, total: int):
-    if not progress:
-        return None
-    from .progress import ProgressBar
+class _Progress:
+    """Counts finished futures for the ``progress=`` option of the wait and gather functions.
 
-    options = progress if isinstance(progress, dict) else {}
-    return ProgressBar(total=total, **{"desc": "Waiting", **options})
+    ``progress`` is False/None (nothing shown), True (a :class:`ProgressBar`), a dict of
+    ProgressBar options, or a callable ``fn(done, total, elapsed_seconds)`` called
+    after each one. Nothing is counted after :meth:`close`.
+    """
+
+    def __init__(self, progress: Any, total: int, desc: str) -> None:
+        self._total, self._count, self._start = total, itertools.count(1), time.monotonic()
+        self._callback = progress if callable(progress) else None
+        self._bar = None
+        if progress and self._callback is None:
+            from .progress import ProgressBar
+
+            options = progress if isinstance(progress, dict) else {}
+            self._bar = ProgressBar(total=total, **{"desc": desc, **options})
+        self.active = bool(progress)
+
+    def watch(self, futures: Iterable[Any]) -> None:
+        """Count each of ``futures`` when it is done."""
+        if self.active:
+            for future in futures:
+                future.add_done_callback(self.tick)
+
+    def tick(self, _: Any = None) -> None:
+        """One more is done."""
+        if not self.active:
+            return
+        done = next(self._count)
+        if self._bar is not None:
+            self._bar.update(1)
+        else:
+            self._callback(done, self._total, time.monotonic() - self._start)
+
+    def close(self) -> None:
+        """Stop counting and close the bar."""
+        if self.active and self._bar is not None:
+            self._bar.close()
+        self.active = False
+
+
+def _inputs(fs: Any, futs: tuple, caller: str) -> tuple[list | None, list]:
+    """The keys (of a dict, else None) and the items that wait and gather were given.
+
+    ``fs`` is one list, tuple, set, dict or other iterable of items, or the first
+    of several items given one by one (``gather(f1, f2)``); one future alone is
+    one item.
+    """
+    if futs:
+        if isinstance(fs, (list, tuple, set, frozenset, Mapping)):
+            raise ConfigError(
+                f"{caller}: pass either one list/tuple/set/dict of futures or futures one by one, not both "
+                f"(got a {type(fs).__name__} and {len(futs)} more); options such as timeout= are keywords"
+            )
+        return None, [fs, *futs]
+    if isinstance(fs, Mapping):
+        return list(fs.keys()), list(fs.values())
+    if is_awaitable_result(fs) or isinstance(fs, (str, bytes, Coroutine)) or not isinstance(fs, Iterable):
+        return None, [fs]
+    return None, list(fs)
+
+
+def _return_when(value: Any) -> str:
+    """The ``concurrent.futures`` constant for a ``return_when`` given as any ReturnWhen spelling or member."""
+    return parse(ReturnWhen, value, "return_when").name
+
+
+def _check_polling(polling: Any) -> None:
+    """Validate concurry's ``polling=`` option, which we accept and ignore: our waits never poll."""
+    if polling is not None:
+        parse(PollingAlgorithm, polling, "polling")
+
+
+def _waitable(item: Any) -> Any:
+    """``item`` as the wait functions hold it: a future as it is, anything else through :func:`wrap_future`."""
+    return item if is_awaitable_result(item) else wrap_future(item)
+
+
+def _found(values: list, recurse: bool) -> list:
+    """The futures among ``values``; with ``recurse`` also those nested in lists, tuples, sets and dicts."""
+    if not recurse:
+        return [value for value in values if is_awaitable_result(value)]
+    found: list = []
+    for value in values:
+        collect(value, is_awaitable_result, found)
+    return found
 
 
 def wait(
-    fs: Iterable[Any],
+    fs: Any,
+    *futs: Any,
     timeout: float | None = None,
-    return_when: str = ALL_COMPLETED,
+    return_when: ReturnWhen | str = ALL_COMPLETED,
+    polling: PollingAlgorithm | str | None = None,
     progress: Any = False,
+    recurse: bool = False,
 ) -> tuple[set, set]:
     """Wait for futures; returns ``(done, not_done)`` like :func:`concurrent.futures.wait`.
 
-    A timeout never raises: whatever has not finished is in ``not_done``.
+    ``fs`` is a list, tuple, set or dict (its values) of futures, or the first of
+    futures given one by one (``wait(f1, f2)``). The sets hold the objects you
+    passed (an ObjectRef stays an ObjectRef); a plain value counts as done and
+    comes back as the Future :func:`wrap_future` makes of it. ``recurse=True``
+    waits for the futures nested in lists, tuples, sets and dicts instead (plain
+    values there are skipped).
+
+    ``return_when`` is ``ALL_COMPLETED``, ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``,
+    a :class:`ReturnWhen` member or any spelling it accepts (``"first"``).
+    ``progress`` is True, a dict of :class:`ProgressBar` options or a callable
+    ``fn(done, total, elapsed)``. ``polling`` is accepted for concurry
+    compatibility and ignored: waiting is event driven. A timeout never raises:
+    whatever has not finished is in ``not_done``.
     """
-    items = list(fs)
+    when = _return_when(return_when)
+    _check_polling(polling)
+    _, items = _inputs(fs, futs, "wait")
+    items = _found(items, True) if recurse else [_waitable(item) for item in items]
     mapping = {as_future(f): f for f in items}
-    bar = _progress_bar(progress, len(mapping))
-    if bar is not None:
-        for f in mapping:
-            f.add_done_callback(lambda _f: bar.update(1))
-    done, not_done = cf.wait(list(mapping), timeout=timeout, return_when=return_when)
-    if bar is not None:
-        bar.close()
+    tracker = _Progress(progress, len(mapping), "Waiting")
+    tracker.watch(mapping)
+    done, not_done = cf.wait(list(mapping), timeout=timeout, return_when=when)
+    tracker.close()
     return {mapping[f] for f in done}, {mapping[f] for f in not_done}
 
 
 def gather(
-    fs: Sequence[Any] | Mapping[Any, Any],
+    fs: Any,
+    *futs: Any,
     return_exceptions: bool = False,
+    iter: bool = False,
     timeout: float | None = None,
+    polling: PollingAlgorithm | str | None = None,
     progress: Any = False,
-) -> list | dict:
+    recurse: bool = False,
+) -> list | dict | Iterator[tuple]:
     """Results of many futures, in input order (a list) or by key (a dict).
 
-    Plain values are passed through. With ``return_exceptions=True`` a failed
-    call's exception takes its place. Otherwise gather fails fast: as soon as a
-    call fails, its exception is raised (the first failed one in input order,
-    among those finished). ``timeout`` bounds the whole wait and raises
-    ``TimeoutError``.
+    ``fs`` is a list, tuple, set or dict of futures, or the first of futures given
+    one by one (``gather(f1, f2)`` is a list). Plain values are passed through.
+    With ``return_exceptions=True`` a failed call's exception takes its place.
+    Otherwise gather fails fast: as soon as a call fails, its exception is raised
+    (the first failed one in input order, among those finished). ``timeout``
+    bounds the whole wait and raises ``TimeoutError``.
+
+    ``recurse=True`` also resolves futures nested in lists, tuples, sets and dicts
+    (the structure is rebuilt with their results). ``iter=True`` returns an
+    iterator of ``(index or key, result)`` pairs in the order the items finish.
+    ``progress`` is as for :func:`wait`; ``polling`` is accepted and ignored.
     """
-    keys, values = (list(fs.keys()), list(fs.values())) if isinstance(fs, Mapping) else (None, list(fs))
-    futures = [as_future(v) if is_awaitable_result(v) else None for v in values]
-    real = [f for f in futures if f is not None]
-    bar = _progress_bar(progress, len(real))
-    if bar is not None:
-        for f in real:
-            f.add_done_callback(lambda _f: bar.update(1))
-    outcomes = {id(f): peek(f) for f in real}
-    fail_fast = not return_exceptions
-    if not (fail_fast and any(error is not None for _, error in outcomes.values())):
-        waiting = [f for f in real if outcomes[id(f)][0] is _PENDING]
-        _wait_all(waiting, timeout, fail_fast)
-        outcomes.update((id(f), peek(f)) for f in waiting)
-    if bar is not None:
-        bar.close()
+    _check_polling(polling)
+    keys, values = _inputs(fs, futs, "gather")
+    if iter:
+        return _gather_iter(keys, values, return_exceptions, timeout, progress, recurse)
+    found = _found(values, recurse)
+    futures = [as_future(f) for f in found]
+    tracker = _Progress(progress, len(futures), "Gathering")
+    tracker.watch(futures)
+    try:
+        by_id = _resolved(found, futures, return_exceptions, timeout)
+    finally:
+        tracker.close()
+    results = [_rebuilt(value, by_id, recurse) for value in values]
+    return dict(zip(keys, results)) if keys is not None else results
+
+
+def _gather_iter(
+    keys: list | None, values: list, return_exceptions: bool, timeout: float | None, progress: Any, recurse: bool
+) -> Iterator[tuple]:
+    """``gather(iter=True)``: ``(index or key, result)`` of each item once it (with ``recurse``,
+    every future inside it) is done; items done already come first, in input order."""
+    labels = keys if keys is not None else range(len(values))
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    items = []
+    for index, value in enumerate(values):
+        found = _found([value], recurse)
+        futures = [as_future(f) for f in found]
+        items.append((found, futures))
+        _when_all_done(futures, lambda index=index: ready.put(index))
+    tracker = _Progress(progress, len(values), "Gathering")
     deadline = None if timeout is None else time.monotonic() + timeout
-    for f in real:
-        if type(outcomes[id(f)][0]) is Stored:
-            outcomes[id(f)] = _fetched_outcome(f, seconds_left(deadline))
-    results = [value if f is None else outcomes[id(f)] for f, value in zip(futures, values)]
-    return _assembled(keys, results, return_exceptions, timeout)
+    try:
+        for count in range(len(values)):
+            try:
+                index = ready.get(timeout=seconds_left(deadline))
+            except queue.Empty:
+                pending = len(values) - count
+                raise TimeoutError(f"gather: {pending} of {len(values)} items still pending after {timeout}s") from None
+            by_id = _resolved(*items[index], return_exceptions, seconds_left(deadline))
+            tracker.tick()
+            yield labels[index], _rebuilt(values[index], by_id, recurse)
+    finally:
+        tracker.close()
 
 
-def _assembled(keys: list | None, results: list, return_exceptions: bool, timeout: float | None) -> list | dict:
-    """gather's answer from its (value, error) pairs: raise the first error in input
-    order (unless ``return_exceptions``), then TimeoutError if any is still pending."""
-    values, not_done = [], 0
-    for item in results:
-        if type(item) is not _Outcome:
-            values.append(item)
-            continue
-        value, error = item
+def _resolved(found: list, futures: list, return_exceptions: bool, timeout: float | None) -> dict[int, Any]:
+    """``{id(original): result}`` of the ``found`` futures (``futures`` are their concurrent forms).
+
+    A failed one's result is its exception with ``return_exceptions``; otherwise
+    the first failure in input order is raised, as soon as one fails. Raises
+    TimeoutError when some are still pending after ``timeout``.
+    """
+    by_id, pending = {}, 0
+    for original, (value, error) in zip(found, _outcomes(futures, not return_exceptions, timeout)):
         if error is not None and not return_exceptions:
             raise error  # the first failure in input order (CancelledError for a cancelled call)
-        not_done += value is _PENDING
-        values.append(error if error is not None else value)
-    if not_done:
-        raise TimeoutError(f"gather: {not_done} of {len(values)} futures still pending after {timeout}s")
-    return dict(zip(keys, values)) if keys is not None else values
+        pending += value is _PENDING
+        by_id[id(original)] = value if error is None else error
+    if pending:
+        raise TimeoutError(f"gather: {pending} of {len(found)} futures still pending after {timeout}s")
+    return by_id
+
+
+def _outcomes(futures: list, fail_fast: bool, timeout: float | None) -> list[tuple]:
+    """:func:`peek` of each future after waiting for all of them, for one failure
+    (``fail_fast``), or for ``timeout``; values left in Ray's object store are fetched."""
+    outcomes = [peek(f) for f in futures]
+    if not (fail_fast and any(error is not None for _, error in outcomes)):
+        _wait_all([f for f, (value, _) in zip(futures, outcomes) if value is _PENDING], timeout, fail_fast)
+        outcomes = [peek(f) for f in futures]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for index, (value, _) in enumerate(outcomes):
+        if type(value) is Stored:
+            outcomes[index] = _fetched_outcome(futures[index], seconds_left(deadline))
+    return outcomes
+
+
+def _rebuilt(value: Any, by_id: dict[int, Any], recurse: bool) -> Any:
+    """``value`` with its future replaced by the result; with ``recurse`` the nested ones too."""
+    return replace(value, by_id) if recurse else by_id.get(id(value), value)
+
+
+def _when_all_done(futures: list, fn: Callable[[], Any]) -> None:
+    """Call ``fn()`` once every one of ``futures`` is done (at once when there are none)."""
+    if not futures:
+        fn()
+        return
+    last = len(futures) - 1
+    count = itertools.count()  # next() on it is atomic, so callbacks on many threads need no lock
+
+    def one_done(_: cf.Future) -> None:
+        if next(count) == last:
+            fn()
+
+    for future in futures:
+        future.add_done_callback(one_done)
 
 
 def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
@@ -261,17 +512,12 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
     finished.wait(timeout)
 
 
-def _fetched_outcome(future: Future, timeout: float | None) -> "_Outcome":
+def _fetched_outcome(future: Future, timeout: float | None) -> tuple:
     """``(value, None)`` of a future whose value was left in Ray's object store, or ``(None, error)``."""
     try:
-        return _Outcome((future.result(timeout), None))
+        return future.result(timeout), None
     except Exception as error:
-        return _Outcome((None, error))
-
-
-class _Outcome(tuple):
-    """``(value, error)`` of a future as :func:`peek` read it (a distinct type, so a
-    user's plain tuple passed to gather is never mistaken for one)."""
+        return None, error
 
 
 _PENDING = object()
@@ -284,7 +530,7 @@ def failed(future: cf.Future) -> bool:
     return future._state != _FINISHED or future._exception is not None
 
 
-def peek(future: cf.Future) -> _Outcome:
+def peek(future: cf.Future) -> tuple:
     """``(value, None)`` or ``(None, error)`` of a finished future (CancelledError if cancelled); ``(_PENDING, None)`` if not finished.
 
     It reads the stdlib future's fields directly: one attribute read instead of
@@ -294,10 +540,10 @@ def peek(future: cf.Future) -> _Outcome:
     state = future._state
     if state == _FINISHED:
         error = future._exception
-        return _Outcome((None, error) if error is not None else (future._result, None))
+        return (None, error) if error is not None else (future._result, None)
     if future.cancelled():
-        return _Outcome((None, CancelledError()))
-    return _Outcome((_PENDING, None))
+        return None, CancelledError()
+    return _PENDING, None
 
 
 def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
@@ -307,28 +553,69 @@ def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[An
         yield mapping[f]
 
 
-async def async_gather(fs: Sequence[Any] | Mapping[Any, Any], return_exceptions: bool = False) -> list | dict:
-    """``await``-able :func:`gather`: resolves worker futures without blocking the loop."""
-    keys, values = (list(fs.keys()), list(fs.values())) if isinstance(fs, Mapping) else (None, list(fs))
-    awaitables = [_awaitable(v) for v in values]
-    results = await asyncio.gather(*awaitables, return_exceptions=return_exceptions)
+async def async_gather(
+    fs: Any, *futs: Any, return_exceptions: bool = False, timeout: float | None = None, progress: Any = False
+) -> list | dict:
+    """``await``-able :func:`gather`: resolves worker futures without blocking the loop.
+
+    Takes what :func:`gather` takes, and coroutines (run as tasks). ``timeout``
+    raises ``TimeoutError`` and leaves the futures running; ``progress`` is as
+    for :func:`wait`.
+    """
+    keys, values = _inputs(fs, futs, "async_gather")
+    tasks = [asyncio.ensure_future(_awaitable(value)) for value in values]
+    tracker = _Progress(progress, len(tasks), "Gathering")
+    tracker.watch(tasks)
+    gathered = asyncio.gather(*tasks, return_exceptions=return_exceptions)
+    try:
+        results = await (gathered if timeout is None else _within(gathered, tasks, timeout))
+    finally:
+        tracker.close()
     return dict(zip(keys, results)) if keys is not None else list(results)
 
 
+async def _within(gathered: asyncio.Future, tasks: list, timeout: float) -> list:
+    """The results of ``gathered``; TimeoutError after ``timeout`` seconds, leaving ``tasks`` running."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(gathered), timeout)
+    except TimeoutError:
+        if gathered.done():
+            raise  # a call's own TimeoutError
+        gathered.add_done_callback(lambda g: g.cancelled() or g.exception())  # retrieved: nothing to log
+        pending = sum(not task.done() for task in tasks)
+        raise TimeoutError(f"async_gather: {pending} of {len(tasks)} still pending after {timeout}s") from None
+
+
 async def async_wait(
-    fs: Iterable[Any], timeout: float | None = None, return_when: str = ALL_COMPLETED
+    fs: Any,
+    *futs: Any,
+    timeout: float | None = None,
+    return_when: ReturnWhen | str = ALL_COMPLETED,
+    progress: Any = False,
 ) -> tuple[set, set]:
-    """``await``-able :func:`wait`: returns ``(done, not_done)`` of the originals."""
-    items = list(fs)
-    wrapped = {asyncio.ensure_future(_awaitable(f)): f for f in items}
+    """``await``-able :func:`wait`: returns ``(done, not_done)`` of the originals.
+
+    Takes what :func:`wait` takes (without ``recurse``); a coroutine or plain
+    value comes back as the Future :func:`wrap_future` makes of it. A timeout
+    never raises.
+    """
+    when = _return_when(return_when)
+    _, items = _inputs(fs, futs, "async_wait")
+    wrapped = {asyncio.ensure_future(_awaitable(f)): f for f in map(_waitable, items)}
     if not wrapped:
         return set(), set()
-    done, not_done = await asyncio.wait(list(wrapped), timeout=timeout, return_when=return_when)
+    tracker = _Progress(progress, len(wrapped), "Waiting")
+    tracker.watch(wrapped)
+    try:
+        done, not_done = await asyncio.wait(list(wrapped), timeout=timeout, return_when=when)
+    finally:
+        tracker.close()
     return {wrapped[f] for f in done}, {wrapped[f] for f in not_done}
 
 
 def _awaitable(obj: Any):
-    if isinstance(obj, asyncio.Future):
+    """Something ``asyncio.gather`` can wait for that gives ``obj``'s result (``obj`` itself for a plain value)."""
+    if isinstance(obj, (asyncio.Future, Coroutine)):
         return obj
     if isinstance(obj, Future) and obj._ray_ref is not None:
         return obj._awaited()  # fetches a value left in Ray's object store without blocking the loop

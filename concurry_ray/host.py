@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import threading
 import traceback
@@ -20,6 +21,13 @@ from typing import Any, Callable, Optional
 
 from .errors import SerializationError, WorkerInitError, attach_remote_traceback
 from .protocol import Call, WorkerSpec
+
+_BUILDING = contextvars.ContextVar("concurry_ray_building_worker", default=False)
+
+
+def building_worker() -> bool:
+    """True while a host creates a worker instance (so ``Worker.__new__`` must not start another handle)."""
+    return _BUILDING.get()
 
 
 class LoopThread:
@@ -69,6 +77,7 @@ class Host:
         self._loop = loop
         self._loop_thread: Optional[LoopThread] = None
         self._async_methods: dict[str, bool] = {}
+        self._methods = frozenset(public_methods(spec.cls))
         limits = spec.extras.get("limits")
         self.limits = limits.for_worker() if limits is not None else None
         self.instance = self._build(spec)
@@ -80,7 +89,7 @@ class Host:
         cls = spec.cls
         limits = self.limits
         try:
-            instance = cls.__new__(cls)
+            instance = _new_instance(cls)
             _set_limits(instance, limits)
             instance.__init__(*spec.args, **spec.kwargs)
         except BaseException as exc:
@@ -107,16 +116,23 @@ class Host:
             known = self._async_methods[method] = is_async_method(type(self.instance), method)
         return known
 
+    def method(self, name: str) -> Any:
+        """The bound public method ``name``; AttributeError for any other name (private ones included),
+        whoever sent the call."""
+        if name not in self._methods:
+            raise AttributeError(f"{type(self.instance).__name__} has no public method {name!r} ({self.label})")
+        return getattr(self.instance, name)
+
     def run(self, call: Call) -> Any:
         """Run a sync method (with retries) and return its value or raise."""
-        bound = getattr(self.instance, call.method)
+        bound = self.method(call.method)
         if call.method in self._retry.run_once:  # the hot path: no retry runner in between
             return bound(*call.args, **call.kwargs)
         return self._retry.run(call, bound)
 
     async def run_async(self, call: Call) -> Any:
         """Run an async method (with retries) on the current event loop."""
-        bound = getattr(self.instance, call.method)
+        bound = self.method(call.method)
         return await self._retry.run_async(call, bound)
 
     def run_on_loop(self, call: Call) -> _CFuture:
@@ -159,6 +175,14 @@ def is_async_method(cls: type, method: str) -> bool:
 
 def _not_a_method() -> None:
     return None
+
+
+def _new_instance(cls: type) -> Any:
+    token = _BUILDING.set(True)
+    try:
+        return cls.__new__(cls)
+    finally:
+        _BUILDING.reset(token)
 
 
 def _set_limits(instance: Any, limits: Any) -> None:

@@ -2,21 +2,28 @@
 
 ``WorkerOptions`` is a pydantic model; a bad value is rejected when it is built,
 with a :class:`ConfigError` that names the field, the value and what is allowed.
+:class:`RetryConfig` holds just the retry options, checked by the same rules.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .enums import LoadBalancingAlgorithm, parse
+from .enums import LoadBalancingAlgorithm, RetryAlgorithm, parse
 from .errors import ConfigError, closest
 from .modes import backend_class, canonical_mode
 from .retry import RETRY_OPTIONS
 from .retry import check_option as check_retry_option
 
 PerMethod = Union[Any, dict]
+RAY_SHORTHANDS = ("num_cpus", "num_gpus", "resources", "memory")  # concurry's top-level spellings of actor_options
+
+
+def _check_retry_field(value: Any, info: ValidationInfo) -> Any:
+    """The pydantic validator of every retry option, in WorkerOptions and RetryConfig alike."""
+    return check_retry_option(info.field_name, value)
 
 
 class WorkerOptions(BaseModel):
@@ -37,7 +44,7 @@ class WorkerOptions(BaseModel):
     limits: Any = None
     num_retries: PerMethod = 0
     retry_on: PerMethod = Field(default_factory=lambda: [Exception])
-    retry_algorithm: PerMethod = "exponential"
+    retry_algorithm: PerMethod = RetryAlgorithm.Exponential
     retry_wait: PerMethod = 1.0
     retry_jitter: PerMethod = 0.3
     retry_max_wait: PerMethod = None
@@ -57,6 +64,20 @@ class WorkerOptions(BaseModel):
 
         return global_config.fill(data) if isinstance(data, dict) else data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ray_shorthands(cls, data: Any) -> Any:
+        """``num_cpus=2`` (concurry's spelling) is ``actor_options={"num_cpus": 2}``."""
+        if not isinstance(data, dict) or data.keys().isdisjoint(RAY_SHORTHANDS):
+            return data
+        given = {key: data[key] for key in RAY_SHORTHANDS if key in data}
+        actor_options = data.get("actor_options") or {}
+        clash = sorted(set(given) & set(actor_options))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} given both as an option and in actor_options={actor_options!r}; give it once")
+        rest = {key: value for key, value in data.items() if key not in given}
+        return {**rest, "actor_options": {**actor_options, **given}}
+
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> str:
@@ -70,7 +91,7 @@ class WorkerOptions(BaseModel):
     @field_validator("limits")
     @classmethod
     def _limits(cls, value: Any) -> Any:
-        from .limits.limitset import check_limits_option
+        from .limits.pool_option import check_limits_option
 
         return check_limits_option(value)
 
@@ -81,10 +102,7 @@ class WorkerOptions(BaseModel):
             raise ValueError(f"{info.field_name}={value} must be >= 0")
         return value
 
-    @field_validator(*RETRY_OPTIONS)
-    @classmethod
-    def _retry_option(cls, value: Any, info) -> Any:
-        return check_retry_option(info.field_name, value)
+    _retry_option = field_validator(*RETRY_OPTIONS)(_check_retry_field)
 
     @field_validator("health_check_interval")
     @classmethod
@@ -146,19 +164,72 @@ class WorkerOptions(BaseModel):
         return LoadBalancingAlgorithm.Random if self.on_demand else LoadBalancingAlgorithm.RoundRobin
 
 
+def _configured(option: str) -> Any:
+    """A field default read when a RetryConfig is built: ``option``'s default for every mode in global_config."""
+
+    def default() -> Any:
+        from .config import global_config
+
+        return global_config.default(option)
+
+    return Field(default_factory=default)
+
+
+class RetryConfig(BaseModel):
+    """The retry options of a worker as one immutable, validated value (concurry's ``RetryConfig``).
+
+    It holds ``num_retries``, ``retry_on``, ``retry_algorithm``, ``retry_wait``,
+    ``retry_jitter``, ``retry_max_wait`` and ``retry_until``, checked by exactly
+    the rules of ``.options()`` (a bad value is a :class:`ConfigError`), and
+    stored normalised: ``retry_algorithm`` as a :class:`RetryAlgorithm`,
+    ``retry_on`` as a tuple. An option left out takes its default from
+    ``global_config.defaults`` (or a ``temp_config`` block) at construction.
+    Build one to share a retry policy between workers::
+
+        policy = RetryConfig(num_retries=3, retry_on=[ConnectionError], retry_wait=0.5)
+        api = Api.options(mode="thread", **policy.model_dump(exclude_unset=True)).init()
+
+    ``exclude_unset=True`` passes only the options given here, so the worker's
+    mode-specific defaults (``global_config.ray.num_retries``) still apply to the rest.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, validate_default=True)
+
+    num_retries: PerMethod = _configured("num_retries")
+    retry_on: PerMethod = _configured("retry_on")
+    retry_algorithm: PerMethod = _configured("retry_algorithm")
+    retry_wait: PerMethod = _configured("retry_wait")
+    retry_jitter: PerMethod = _configured("retry_jitter")
+    retry_max_wait: PerMethod = _configured("retry_max_wait")
+    retry_until: PerMethod = _configured("retry_until")
+
+    _retry_option = field_validator(*RETRY_OPTIONS)(_check_retry_field)
+
+    def __init__(self, **options: Any) -> None:
+        _reject_unknown(options, type(self).model_fields)
+        try:
+            super().__init__(**options)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, "invalid RetryConfig")) from None
+
+
 def build_options(**opts: Any) -> WorkerOptions:
     """Build :class:`WorkerOptions`, turning pydantic's errors into one ConfigError."""
-    unknown = [k for k in opts if k not in WorkerOptions.model_fields]
-    if unknown:
-        hints = "; ".join(f"{k!r}{closest(k, WorkerOptions.model_fields)}" for k in unknown)
-        raise ConfigError(f"unknown option {hints}; allowed: {', '.join(WorkerOptions.model_fields)}")
+    _reject_unknown(opts, [*WorkerOptions.model_fields, *RAY_SHORTHANDS])
     try:
         return WorkerOptions(**opts)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, "invalid worker options")) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _reject_unknown(opts: dict, allowed: Any) -> None:
+    unknown = [k for k in opts if k not in allowed]
+    if unknown:
+        hints = "; ".join(f"{k!r}{closest(k, allowed)}" for k in unknown)
+        raise ConfigError(f"unknown option {hints}; allowed: {', '.join(allowed)}")
+
+
+def _describe(exc: ValidationError, what: str) -> str:
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "options"
@@ -167,4 +238,4 @@ def _describe(exc: ValidationError) -> str:
             parts.append(message)
         else:
             parts.append(f"{field}={err.get('input')!r}: {message}")
-    return "invalid worker options: " + "; ".join(parts)
+    return f"{what}: " + "; ".join(parts)

@@ -9,6 +9,7 @@ backpressure with priorities, replacing dead workers, draining on stop, stats.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import heapq
 import itertools
@@ -22,7 +23,7 @@ from typing import Any, Callable, Optional
 
 from .balancing import make_balancer
 from .errors import ConfigError, PoolStoppedError, closest
-from .futures import Future, as_future, chain, failed, is_awaitable_result, settle
+from .futures import Future, as_future, chain, failed, is_awaitable_result, seconds_left, settle
 from .deadlines import expire_after
 from .health import HealthMonitor
 from .host import public_methods
@@ -112,7 +113,28 @@ class Pool:
     Build it with ``MyWorker.options(...).init(...)``. Calls are spread over the
     workers by the ``load_balancing`` algorithm. Use it as a context manager (or
     call ``stop()``) to stop every worker. See ``get_pool_stats()`` for figures.
+
+    The handle's own names (``OWN_NAMES``) are never taken by a worker method: a
+    class defining one is refused by ``.options()``, except ``close``, where the
+    worker's method wins (``handle.close()`` calls it; ``stop()`` stops).
     """
+
+    OWN_NAMES: frozenset = frozenset(
+        {"stop", "get_pool_stats", "get_worker_stats", "resize", "broadcast", "options", "close"}
+    )
+
+    @classmethod
+    def check_worker_class(cls, worker_cls: type, methods: Optional[list] = None) -> None:
+        """ConfigError naming each method of ``worker_cls`` (default: its public ones) that the
+        handle keeps for itself; ``close`` is allowed (it then calls the worker's method)."""
+        names = public_methods(worker_cls) if methods is None else methods
+        clashes = sorted(set(names) & (cls.OWN_NAMES - {"close"}))
+        if clashes:
+            listed = ", ".join(f"{name}()" for name in clashes)
+            raise ConfigError(
+                f"{worker_cls.__name__} defines {listed}, which the handle keeps for itself "
+                f"(its own names: {', '.join(sorted(cls.OWN_NAMES))}); rename the method"
+            )
 
     def __init__(self, cls: type, options: WorkerOptions, args: tuple, kwargs: dict, attach: Any = None) -> None:
         self._cls = cls
@@ -144,6 +166,8 @@ class Pool:
         self._members = self._backend.membership(self, attach)
         self._adopt_all(self._members.initial(options.pool_size))
         self._health = self._start_health_checks()
+        if "close" in self._methods:  # the worker's close() wins over the handle's
+            self.__dict__["close"] = MethodCaller(self, "close")
 
     # ----- construction -------------------------------------------------
     def _shared_extras(self) -> dict:
@@ -361,8 +385,11 @@ class Pool:
         self._members.touched()
 
     def _release_parked(self) -> None:
-        """Send parked calls, highest priority first, while workers have room (lock held)."""
-        while self._parked and not self._stopped:
+        """Send parked calls, highest priority first, while workers have room (lock held).
+
+        Also while the pool stops: ``stop()`` drains parked calls before it stops the workers.
+        """
+        while self._parked:
             parked = self._parked[0]
             if parked.future.done():
                 heapq.heappop(self._parked)
@@ -408,16 +435,28 @@ class Pool:
         when it passes are cancelled with ``CancelledError``. Results of calls
         that completed are never discarded. Calling ``stop()`` twice is harmless.
         """
+        if self._refuse_calls():
+            self._wind_down(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """The same as :meth:`stop`, unless the worker class defines ``close()``: then
+        ``handle.close(...)`` calls the worker's method (a Future) and ``stop()`` stops."""
+        self.stop(timeout)
+
+    def _refuse_calls(self) -> bool:
+        """From now on refuse new calls (PoolStoppedError); False if the handle was stopped already."""
         with self._lock:
             if self._stopped:
-                return
+                return False
             self._stopped = True
-            parked, self._parked = self._parked, []
+            return True
+
+    def _wind_down(self, timeout: Optional[float]) -> None:
+        """Finish the calls already made (parked ones included), then stop every worker (see stop())."""
         if self._health is not None:
             self._health.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for p in parked:
-            p.future.cancel() or settle(p.future, error=PoolStoppedError(f"{self!r} stopped before this call was sent"))
+        self._drain_parked(deadline)
         self._members.stop_clients(deadline)
         if self._reaper is not None:
             self._reaper.close()
@@ -426,7 +465,16 @@ class Pool:
         if limits is not None and hasattr(limits, "release_owned"):
             limits.release_owned()
 
-    close = stop
+    def _drain_parked(self, deadline: Optional[float]) -> None:
+        """Wait, until ``deadline``, for the calls parked in the pool's queue; cancel those still parked then."""
+        with self._lock:
+            waiting = [p.future for p in self._parked]
+        if waiting:
+            concurrent.futures.wait(waiting, timeout=seconds_left(deadline))
+        with self._lock:
+            parked, self._parked = self._parked, []
+        for p in parked:
+            p.future.cancel() or settle(p.future, error=PoolStoppedError(f"{self!r} stopped before this call was sent"))
 
     def __enter__(self) -> "Pool":
         return self
@@ -467,6 +515,24 @@ class Pool:
         Serve replicas), as collected by the pool's balancer actor.
         """
         return self._members.stats(self._local_stats())
+
+    def get_worker_stats(self, worker_index: int) -> dict:
+        """The figures of one worker: ``worker_index`` counts the pool's live workers from 0, in
+        the order of ``get_pool_stats()["workers"]``; IndexError outside ``0 .. total_workers-1``.
+
+        Returns ``worker_id`` (the index given), ``stopped`` (the pool's state) and the
+        worker's health figures (alive, restarts, in_flight, completed, failed, retries).
+        """
+        if isinstance(worker_index, bool) or not isinstance(worker_index, int):
+            raise TypeError(f"worker_index must be an int (got {type(worker_index).__name__}: {worker_index!r})")
+        stats = self.get_pool_stats()
+        workers = [stats["workers"][key] for key in sorted(stats["workers"])]
+        if not 0 <= worker_index < len(workers):
+            allowed = f"indexes 0 to {len(workers) - 1}" if workers else "no live workers"
+            raise IndexError(
+                f"worker_index={worker_index} is out of range: pool size {len(workers)} ({allowed}) in {self!r}"
+            )
+        return {"worker_id": worker_index, "stopped": stats["stopped"], **workers[worker_index]}
 
     def _local_stats(self) -> dict:
         with self._lock:

@@ -9,23 +9,27 @@ from typing import Any, Iterable, Iterator, Optional
 from .errors import ConfigError, closest
 
 STYLES = ("auto", "notebook", "std", "ray")
+COLOURS = {"success": "green", "failure": "red", "stop": "#9e9e9e"}  # grey
 
 
 class ProgressBar:
     """A progress bar over ``tqdm`` that you iterate through or drive by hand.
 
     Wrap an iterable (``for x in ProgressBar(items, desc="Loading")``) and it
-    counts each item and turns green when the iteration completes; or create one
-    with ``total=`` and call :meth:`update`, then :meth:`success` or
-    :meth:`failure` (each closes the bar). ``update`` may be called from any
-    thread, so futures' callbacks can drive it.
+    counts each item and turns green when the iteration completes (red if the
+    iterable raises); a dict yields its ``(key, value)`` pairs, as ``dict.items()``
+    would. Or create one with ``total=`` and call :meth:`update`, then
+    :meth:`success`, :meth:`failure` or :meth:`stop` (green, red, grey; each
+    closes the bar). ``update`` may be called from any thread, so futures'
+    callbacks can drive it.
 
     ``style`` picks the display: ``"auto"`` (``tqdm.auto``: a widget in Jupyter,
     text elsewhere), ``"notebook"``, ``"std"`` (plain text), or ``"ray"``: inside
     a Ray task or actor the bar is drawn by the driver (through Ray's
     ``tqdm_ray``; the driver must run with Ray's default ``log_to_driver=True``),
     and outside Ray it behaves like ``"auto"``. Other keywords (``unit``,
-    ``ncols``, ``miniters``, ``disable``, ...) go to tqdm unchanged.
+    ``ncols``, ``miniters``, ``disable``, ...) go to tqdm unchanged; ``color``
+    is accepted as another spelling of tqdm's ``colour``.
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class ProgressBar:
         desc: Optional[str] = None,
         style: str = "auto",
         unit: str = "item",
+        color: Optional[str] = None,
         **tqdm_options: Any,
     ) -> None:
         if style not in STYLES:
@@ -42,23 +47,29 @@ class ProgressBar:
             raise ConfigError(f"style={style!r} is not a progress bar style{hint}; allowed: {', '.join(STYLES)}")
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
-        self._iterable = iterable
+        if color is not None:
+            tqdm_options.setdefault("colour", color)
+        self._iterable = iterable.items() if isinstance(iterable, dict) else iterable
         self._lock = threading.Lock()
         self._closed = False
         self._count: float = 0
+        self._desc = desc
         self._bar = _make_bar(style, total=total, desc=desc, unit=unit, **tqdm_options)
 
     def __iter__(self) -> Iterator:
         if self._iterable is None:
             raise TypeError("this ProgressBar wraps no iterable; call update() instead of iterating")
-        completed = False
         try:
             for item in self._iterable:
                 yield item
                 self.update(1)
-            completed = True
+        except Exception:
+            self.failure()
+            raise
+        else:
+            self.success()
         finally:
-            self.success() if completed else self.close()
+            self.close()
 
     @property
     def n(self) -> float:
@@ -77,9 +88,17 @@ class ProgressBar:
                 self._count += n
                 self._bar.update(n)
 
+    def set_n(self, n: float) -> None:
+        """Set the count to ``n`` (thread-safe)."""
+        with self._lock:
+            if not self._closed:
+                self._bar.update(n - self._count)
+                self._count = n
+
     def set_description(self, desc: str) -> None:
         """Change the text shown before the bar."""
         with self._lock:
+            self._desc = desc
             self._bar.set_description(desc)
 
     def set_total(self, total: Optional[float]) -> None:
@@ -88,24 +107,44 @@ class ProgressBar:
             self._bar.total = total
             self._bar.refresh()
 
-    def success(self, desc: Optional[str] = None) -> None:
-        """Show the bar as completed (green), optionally with a final description, and close it."""
-        self._finish("green", desc)
+    def set_unit(self, unit: str) -> None:
+        """Change the unit shown after the counts."""
+        with self._lock:
+            self._bar.unit = unit
+            self._bar.refresh()
 
-    def failure(self, desc: Optional[str] = None) -> None:
-        """Show the bar as failed (red), optionally with a final description, and close it."""
-        self._finish("red", desc)
+    def refresh(self) -> None:
+        """Redraw the bar now."""
+        with self._lock:
+            self._bar.refresh()
 
-    def _finish(self, colour: str, desc: Optional[str]) -> None:
+    def success(self, desc: Optional[str] = None, close: bool = True, append_desc: bool = True) -> None:
+        """Show the bar as completed (green), then close it unless ``close=False``.
+
+        ``desc`` is shown as ``"[desc] <description>"``, or instead of the description with ``append_desc=False``.
+        """
+        self._finish("success", desc, close, append_desc)
+
+    def failure(self, desc: Optional[str] = None, close: bool = True, append_desc: bool = True) -> None:
+        """Show the bar as failed (red), then close it unless ``close=False``; ``desc`` as in :meth:`success`."""
+        self._finish("failure", desc, close, append_desc)
+
+    def stop(self, desc: Optional[str] = None, close: bool = True, append_desc: bool = True) -> None:
+        """Show the bar as stopped early (grey), then close it unless ``close=False``; ``desc`` as in ``success``."""
+        self._finish("stop", desc, close, append_desc)
+
+    def _finish(self, outcome: str, desc: Optional[str], close: bool, append_desc: bool) -> None:
         with self._lock:
             if self._closed:
                 return
             if desc is not None:
-                self._bar.set_description(desc)
+                self._desc = f"[{desc}] {self._desc}" if append_desc and self._desc else desc
+                self._bar.set_description(self._desc)
             if hasattr(self._bar, "colour"):
-                self._bar.colour = colour
+                self._bar.colour = COLOURS[outcome]
             self._bar.refresh()
-        self.close()
+        if close:
+            self.close()
 
     def close(self) -> None:
         """Stop drawing the bar (calling it again does nothing)."""

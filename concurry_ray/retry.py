@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import math
 import random
 import threading
 import time
@@ -104,6 +105,8 @@ class Backoff:
 def _number(field: str, value: Any, low: float, high: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field}={value!r} must be a number of seconds or a fraction, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{field}={value!r} must be a finite number")
     if value < low or (high is not None and value > high):
         allowed = f">= {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{field}={value!r} must be {allowed}")

@@ -1,7 +1,8 @@
-"""TaskWorker and ``@task``: run plain functions on workers, one call at a time or as a map."""
+"""TaskWorker, ``@task`` and ``Executor()``: run plain functions on workers, one call at a time or as a map."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import inspect
 import itertools
@@ -79,8 +80,19 @@ class TaskWorker(Worker):
         return TaskPool
 
 
-class TaskPool(Pool):
-    """The handle of TaskWorker workers: ``submit(fn, ...)`` and ``map(fn, *iterables)``."""
+class TaskPool(Pool, concurrent.futures.Executor):
+    """The handle of TaskWorker workers: ``submit(fn, ...)`` and ``map(fn, *iterables)``.
+
+    It is also a :class:`concurrent.futures.Executor` (``shutdown``, ``with``,
+    ``loop.run_in_executor(handle, fn, *args)``); see :func:`Executor`.
+    """
+
+    OWN_NAMES = Pool.OWN_NAMES | {"map", "shutdown"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._issued: weakref.WeakSet = weakref.WeakSet()  # futures handed out, for shutdown(cancel_futures=True)
+        self._issued_lock = threading.Lock()
 
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` on a worker; its Future (or its value with ``blocking=True``)."""
@@ -92,6 +104,7 @@ class TaskPool(Pool):
         fn: Callable,
         *iterables: Iterable,
         timeout: Optional[float] = None,
+        chunksize: int = 1,
         buffersize: Optional[int] = None,
         progress: Any = False,
     ) -> Iterator:
@@ -104,8 +117,11 @@ class TaskPool(Pool):
         this call, raising TimeoutError when a result is not ready in time. The
         first failed item raises its exception when reached; items still in
         flight are then cancelled. ``progress=True`` (or a dict of ProgressBar
-        options) shows a progress bar.
+        options) shows a progress bar. ``chunksize`` is accepted for
+        ``concurrent.futures.Executor.map`` compatibility; items travel one per call.
         """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"chunksize={chunksize!r} must be an int >= 1")
         method, shipped = self._shipped(fn)
         return self._map(method, shipped, iterables, timeout, buffersize, progress)
 
@@ -128,6 +144,30 @@ class TaskPool(Pool):
     def _future(self, method: str, args: tuple, kwargs: dict) -> Future:
         """Dispatch a call and return its Future, also on a blocking handle (map needs futures)."""
         return self._submit_future(method, args, kwargs)
+
+    def _submit_future(self, method: str, args: tuple, kwargs: dict, priority: int = 0) -> Future:
+        future = super()._submit_future(method, args, kwargs, priority)
+        with self._issued_lock:
+            self._issued.add(future)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """:meth:`concurrent.futures.Executor.shutdown`: refuse new calls, then stop the workers.
+
+        ``cancel_futures=True`` first cancels every call made through this handle
+        that has not started running. ``wait=True`` returns once the calls left
+        have finished and the workers are stopped (as ``stop()``); ``wait=False``
+        returns at once and lets that happen in the background.
+        """
+        if cancel_futures:
+            with self._issued_lock:
+                issued = list(self._issued)
+            for future in issued:
+                future.cancel()
+        if wait:
+            self.stop()
+        elif self._refuse_calls():
+            threading.Thread(target=self._wind_down, args=(None,), name="concurry-shutdown", daemon=True).start()
 
     def _shipped(self, fn: Callable) -> tuple[str, Any]:
         """The worker method for ``fn`` and the form in which ``fn`` travels to the workers."""
@@ -256,6 +296,28 @@ class Task:
     def __repr__(self) -> str:
         state = "not started" if self._pool is None else repr(self._pool)
         return f"<task {self.__qualname__} {self._builder.options.mode!r}: {state}>"
+
+
+def Executor(  # noqa: N802 - named like the class it stands for, as in concurry
+    mode: Any = None,
+    max_workers: Optional[int] = None,
+    load_balancing: Any = None,
+    on_demand: Optional[bool] = None,
+    limits: Any = None,
+    **options: Any,
+) -> TaskPool:
+    """A :class:`concurrent.futures.Executor` that runs functions on concurry_ray workers.
+
+    ``Executor(mode="process", max_workers=4)`` is ``TaskWorker.options(mode="process",
+    max_workers=4).init()``: the handle has ``submit(fn, *args, **kwargs)``,
+    ``map(fn, *iterables, timeout=None, chunksize=1)`` and ``shutdown(wait=True,
+    cancel_futures=False)``, works in a ``with`` block and with
+    ``asyncio.get_running_loop().run_in_executor(executor, fn, *args)``, and takes
+    every option of ``Worker.options()`` (retries, limits, ``actor_options``, ...).
+    Arguments left as None take their defaults (``mode`` from ``global_config``).
+    """
+    given = dict(mode=mode, max_workers=max_workers, load_balancing=load_balancing, on_demand=on_demand, limits=limits)
+    return TaskWorker.options(**{k: v for k, v in given.items() if v is not None}, **options).init()
 
 
 def task(fn: Optional[Callable] = None, /, **options: Any) -> Any:

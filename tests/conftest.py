@@ -20,6 +20,8 @@ for path in (str(TESTS), str(REPO)):
         sys.path.remove(path)
     sys.path.insert(0, path)
 
+from workers import Counter  # noqa: E402  (after the path set-up above)
+
 ALL_MODES = ["sync", "asyncio", "thread", "process", "ray"]
 POOL_MODES = ["thread", "process", "ray"]
 RAY_ACTOR = {"num_cpus": 0.1}
@@ -56,3 +58,22 @@ def mode_opts(request):
         return {"mode": mode, **extra}
 
     return build
+
+
+@pytest.fixture(scope="module")
+def shared_workers():
+    """One Counter per mode for the whole test module (a Ray actor takes about a second to start)."""
+    workers: dict = {}
+    yield workers
+    for worker in workers.values():
+        worker.stop(timeout=10)
+
+
+@pytest.fixture
+def w(mode, mode_opts, shared_workers):
+    """The test module's Counter for ``mode``; tests using it must not depend on its state."""
+    if mode not in shared_workers:
+        shared_workers[mode] = Counter.options(**mode_opts(mode)).init()
+    worker = shared_workers[mode]
+    assert worker.echo("ping").result(timeout=60) == "ping"
+    return worker

@@ -1,4 +1,4 @@
-"""Every Python example in the README and the foundation guides (docs/workers.md, futures.md, errors.md, modes.md) runs as written."""
+"""Every Python example in the README and the guides (docs/workers.md, futures.md, errors.md, modes.md, compat.md) runs as written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import REPO
 
 from concurry_ray.modes import MODES
 
-GUIDES = ["README.md", "docs/workers.md", "docs/futures.md", "docs/errors.md", "docs/modes.md"]
+GUIDES = ["README.md", "docs/workers.md", "docs/futures.md", "docs/errors.md", "docs/modes.md", "docs/compat.md"]
 
 
 def examples() -> list:

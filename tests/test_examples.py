@@ -24,6 +24,16 @@ EXPECTED_OUTPUT = {
         "caught the original exception type: ZeroDivisionError",
         "pool stats: 4 workers",
     ],
+    "from_concurry.py": [
+        "scores: [2, 3, 4] 3 0",
+        "try_acquire successful: True {'account': 'A'}",
+        "accounts: ['A:0', 'A:2', 'B:1', 'B:3']",
+        "executor: [1, 2, 3] 32",
+        "wrap_future: 42",
+        "progress: [('x', 1), ('y', 2)]",
+        "timer ok: True",
+        "ray scores: [11, 12]",
+    ],
 }
 
 

@@ -67,7 +67,7 @@ def test_exception_inside_block_propagates_unchanged_and_releases_everything():
             raise error
     assert caught.value is error
     assert used(limits, "connections") == 0
-    assert limits.try_acquire({"connections": 1}) is not None
+    assert limits.try_acquire({"connections": 1}).successful
 
 
 def test_unknown_keys_and_requests_over_capacity_raise_at_once_naming_the_key():
@@ -100,7 +100,7 @@ def test_call_limit_counts_one_call_per_acquire():
     with limits.acquire():
         pass
     assert used(limits, "call_count") == 3
-    assert limits.try_acquire() is None
+    assert not limits.try_acquire().successful
     with pytest.raises(ConfigError, match="exactly one call"):
         limits.acquire(requested={"call_count": 2})
 
@@ -108,8 +108,8 @@ def test_call_limit_counts_one_call_per_acquire():
 def test_try_acquire_does_not_wait_and_its_acquisition_releases_on_exit():
     limits = LimitSet([ResourceLimit("seats", 1)])
     held = limits.try_acquire({"seats": 1})
-    assert held is not None
-    assert limits.try_acquire({"seats": 1}) is None
+    assert held.successful and held
+    assert not limits.try_acquire({"seats": 1}).successful
     with held:
         pass
     assert used(limits, "seats") == 0
@@ -142,18 +142,18 @@ def test_waiting_is_first_come_first_served_per_key():
     order = []
 
     def take(name: str, amount: int) -> None:
-        with limits.acquire({"slots": amount}, timeout=10):
+        with limits.acquire({"slots": amount, "other": 0}, timeout=10):
             order.append(name)
             time.sleep(0.05)
 
-    first = limits.try_acquire({"slots": 2})
+    first = limits.try_acquire({"slots": 2, "other": 0})
     big = threading.Thread(target=take, args=("big", 3))
     big.start()
     _wait_for(lambda: limits.get_stats()["waiting"] == 1)
     small = threading.Thread(target=take, args=("small", 1))
     small.start()  # one slot is free, but "big" asked first
     _wait_for(lambda: limits.get_stats()["waiting"] == 2)
-    with limits.acquire({"other": 1}, timeout=1):  # a request on other keys is not held up
+    with limits.acquire({"other": 1, "slots": 0}, timeout=1):  # a request on other keys is not held up
         pass
     first.release()
     big.join(5)
@@ -220,7 +220,7 @@ def test_private_set_pickles_into_a_fresh_budget():
     limits = LimitSet([ResourceLimit("seats", 1)])
     with limits.acquire({"seats": 1}):
         copy = pickle.loads(pickle.dumps(limits))
-        assert copy.try_acquire({"seats": 1}) is not None
+        assert copy.try_acquire({"seats": 1}).successful
     assert limits.for_worker() is not limits
 
 
@@ -235,8 +235,8 @@ def test_process_set_unpickled_in_its_own_process_shares_the_budget():
     limits = LimitSet([ResourceLimit("seats", 1)], shared=True, mode="process")
     copy = pickle.loads(pickle.dumps(limits))
     with limits.acquire({"seats": 1}):
-        assert copy.try_acquire({"seats": 1}) is None
-    assert copy.try_acquire({"seats": 1}) is not None
+        assert not copy.try_acquire({"seats": 1}).successful
+    assert copy.try_acquire({"seats": 1}).successful
     limits.remove()
 
 
@@ -244,7 +244,7 @@ def test_named_sets_share_a_budget_and_reject_a_different_definition():
     first = LimitSet([ResourceLimit("seats", 1)], shared=True, name="test-named-seats")
     second = LimitSet([ResourceLimit("seats", 1)], shared=True, name="test-named-seats")
     with first.acquire({"seats": 1}):
-        assert second.try_acquire({"seats": 1}) is None
+        assert not second.try_acquire({"seats": 1}).successful
     with pytest.raises(ConfigError, match=r"'test-named-seats'(.|\n)*capacity': 1(.|\n)*capacity': 2"):
         LimitSet([ResourceLimit("seats", 2)], shared=True, name="test-named-seats")
     with pytest.raises(ConfigError, match="shared=True"):

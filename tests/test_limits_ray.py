@@ -36,7 +36,7 @@ def test_named_set_is_shared_and_a_different_definition_is_refused(ray, mode_opt
     second = LimitSet([ResourceLimit("slots", 1)], shared=True, mode="ray", name="test-ray-named")
     try:
         with first.acquire({"slots": 1}):
-            assert second.try_acquire({"slots": 1}) is None
+            assert not second.try_acquire({"slots": 1}).successful
         with pytest.raises(ConfigError, match=r"existing: .*'capacity': 1(.|\n)*yours: .*'capacity': 3"):
             LimitSet([ResourceLimit("slots", 3)], shared=True, mode="ray", name="test-ray-named")
         pools = [Limited.options(**mode_opts("ray", max_workers=2, limits=first)).init() for _ in range(2)]
@@ -55,9 +55,9 @@ def test_restarted_holder_starts_conservatively_and_keeps_held_slots(ray):
     try:
         held = limits.acquire({"slots": 1}).__enter__()
         restart_holder(ray, "test-restart")
-        assert limits.try_acquire({"tokens": 1}) is None  # rates restart used up
+        assert not limits.try_acquire({"tokens": 1}).successful  # rates restart used up
         time.sleep(RESTART_GRACE + 0.2)
-        assert limits.try_acquire({"slots": 1}) is None  # the held slot was reported to the new holder
+        assert not limits.try_acquire({"slots": 1}).successful  # the held slot was reported to the new holder
         held.release()
         with limits.acquire({"slots": 1}, timeout=5):
             assert limits.get_stats()["limits"]["slots"]["used"] == 1

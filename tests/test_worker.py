@@ -238,13 +238,13 @@ def test_aliases_are_accepted():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"mode": "threed"}, "mode='threed' is not a known mode (did you mean 'thread'?)"),
+        ({"mode": "threed"}, "mode='threed' is not a known ExecutionMode (did you mean 'Threads'?)"),
         ({"max_wrokers": 3}, "'max_wrokers' (did you mean 'max_workers'?)"),
         ({"mode": "sync", "max_workers": 3}, "max_workers=3 is not allowed in mode 'sync'"),
         ({"mode": "asyncio", "max_workers": 2}, "max_workers=2 is not allowed in mode 'asyncio'"),
         ({"mode": "thread", "max_workers": -1}, "max_workers=-1 must be >= 0"),
         ({"mode": "thread", "max_workers": 0}, "max_workers=0 is only allowed with on_demand=True"),
-        ({"mode": "thread", "load_balancing": "fastest"}, "load_balancing='fastest' is not a known algorithm"),
+        ({"mode": "thread", "load_balancing": "fastest"}, "load_balancing='fastest' is not a known LoadBalancingAlgorithm"),
         ({"mode": "thread", "max_queued_tasks": -2}, "max_queued_tasks=-2 must be >= 0"),
         ({"mode": "process", "mp_context": "threads"}, "mp_context='threads' is not one of"),
         ({"mode": "thread", "blocking": "maybe"}, "blocking='maybe'"),

@@ -4,20 +4,28 @@ Models (``models.py``), rate algorithms as pure state machines
 (``algorithms.py``), the budget with its fair queue (``ledger.py``, woken by the
 one-thread alarm of ``wakeup.py``), the holders that keep a budget in each mode
 (``holders.py``, ``served.py``, ``ray_holder.py``, with ``server.py`` and
-``client.py`` as their wire), and the ``LimitSet`` a worker uses as
-``self.limits`` (``limitset.py``). See ``docs/limits.md``.
+``client.py`` as their wire), the ``LimitSet`` a worker uses as
+``self.limits`` (``limitset.py``), the ``LimitPool`` of several sets
+(``limitpool.py``), and what a pool's ``limits=`` option accepts
+(``pool_option.py``). See ``docs/limits.md``.
 """
 
-from .limitset import Acquisition, LimitSet, empty_limits, pool_limits
+from .limitpool import LimitPool, PoolAcquisition
+from .limitset import Acquisition, LimitSet, LimitSetAcquisition, empty_limits
 from .models import CallLimit, Limit, RateLimit, ResourceLimit
+from .pool_option import check_limits_option, pool_limits
 
 __all__ = [
     "Acquisition",
     "CallLimit",
     "Limit",
+    "LimitPool",
     "LimitSet",
+    "LimitSetAcquisition",
+    "PoolAcquisition",
     "RateLimit",
     "ResourceLimit",
+    "check_limits_option",
     "empty_limits",
     "pool_limits",
 ]

@@ -24,9 +24,11 @@ CALL_KEY = "call_count"
 
 
 class Limit(BaseModel):
-    """Base of every limit: a ``key`` and a positive, finite ``capacity``.
+    """Base of every limit (``isinstance(x, Limit)``): a ``key`` and a positive, finite ``capacity``.
 
-    Fields may also be given positionally, in the order of ``_positional``.
+    Rate and call capacities may be fractional (2.5 units per window); a
+    ResourceLimit's is a whole number. Fields may also be given positionally,
+    in the order of ``_positional``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -106,7 +108,7 @@ class CallLimit(RateLimit):
     Every ``acquire()`` on the set counts as one call (key ``"call_count"``), so
     a worker method that wraps its work in ``with self.limits.acquire(...)`` is
     call-limited without requesting anything. Same windows and algorithms as
-    :class:`RateLimit`.
+    :class:`RateLimit`. ``capacity`` must be at least 1 (one call has to fit).
     """
 
     _positional: ClassVar[tuple[str, ...]] = ("window_seconds", "capacity", "algorithm")
@@ -114,6 +116,12 @@ class CallLimit(RateLimit):
 
     key: Literal["call_count"] = CALL_KEY
 
+    @field_validator("capacity")
+    @classmethod
+    def _one_call_fits(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError(f"capacity={value!r} must be at least 1: each acquire counts one call")
+        return value
 
 
 class ResourceLimit(Limit):

@@ -65,7 +65,9 @@ class _HostActorBase:
 
         Returns ``[receipts, value, value, ...]`` (the caller sets ``num_returns``
         to one more than the number of calls). A call that raised has a
-        :class:`Failed` receipt and value; the calls after it still run.
+        :class:`Failed` receipt and value; the calls after it still run. A name
+        that is not a public method of the class (a private one, say) fails its
+        call with AttributeError: the host refuses it, whoever sent the batch.
         """
         return _batch_reply([self._attempt(functools.partial(_resolved_call, *call)) for call in calls])
 
