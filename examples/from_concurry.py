@@ -7,6 +7,8 @@ dict and Timer, then the same worker class as a pool of two Ray actors. See docs
 
 import time
 
+import ray
+
 from concurry_ray import (
     CallLimit,
     ExecutionMode,
@@ -81,7 +83,8 @@ def main() -> None:
         time.sleep(0.05)
     print("timer ok:", timer.time_taken_sec >= 0.05)
 
-    ray_scorer = Scorer.options(mode=ExecutionMode.Ray, max_workers=2, num_cpus=0.1).init(bonus=10)
+    ray.init(num_cpus=2, include_dashboard=False)  # concurry needs it; concurry_ray would start one itself
+    ray_scorer = Scorer.options(mode=ExecutionMode.Ray, max_workers=2, actor_options={"num_cpus": 0.1}).init(bonus=10)
     print("ray scores:", gather([ray_scorer.score(word) for word in ["a", "bb"]], timeout=60))
     ray_scorer.stop()
 
