@@ -46,7 +46,7 @@ from .futures import (
 from .future_types import AsyncioFuture, BaseFuture, ConcurrentFuture, RayFuture, SyncFuture
 from .limits import Acquisition, CallLimit, Limit, LimitPool, LimitSet, LimitSetAcquisition, RateLimit, ResourceLimit
 from .options import RetryConfig
-from .pool import Pool
+from .pools.handle import Pool
 from .progress import ProgressBar
 from .task import Executor, Task, TaskWorker, task
 from .timer import Timer

@@ -16,15 +16,12 @@ Values are validated when they are set, with the same rules as ``.options()``.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import threading
 from typing import Any, Iterator, Optional
 
+from .defaults import EVERY_MODE, STORE
 from .errors import ConfigError, closest
 from .modes import MODES, canonical_mode
-
-EVERY_MODE = "*"
-_temporary: contextvars.ContextVar[dict] = contextvars.ContextVar("concurry_ray_temp_config", default={})
+from .options import WorkerOptions, build_options, configured_default
 
 
 class ConfigScope:
@@ -48,8 +45,6 @@ class ConfigScope:
 
     def as_dict(self) -> dict:
         """Every option's effective default in this scope."""
-        from .options import WorkerOptions
-
         return {option: getattr(self, option) for option in WorkerOptions.model_fields}
 
     def __repr__(self) -> str:
@@ -65,8 +60,6 @@ class GlobalConfig:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._settings: dict[str, dict[str, Any]] = {}
         self.defaults = ConfigScope(self, EVERY_MODE)
 
     def __getattr__(self, mode: str) -> ConfigScope:
@@ -86,63 +79,21 @@ class GlobalConfig:
 
     def set(self, scope: str, **values: Any) -> None:
         """Set defaults for ``scope`` (a mode name, or ``"*"`` for every mode), validating them first."""
-        checked = validated(scope, values, f"global_config.{'defaults' if scope == EVERY_MODE else scope}")
-        with self._lock:
-            settings = {name: dict(options) for name, options in self._settings.items()}
-            settings.setdefault(scope, {}).update(checked)
-            self._settings = settings
+        STORE.store(scope, validated(scope, values, f"global_config.{'defaults' if scope == EVERY_MODE else scope}"))
 
     def reset(self) -> None:
         """Forget every default set on ``global_config`` (temp_config blocks are unaffected)."""
-        with self._lock:
-            self._settings = {}
-
-    def overrides(self, mode: Optional[str]) -> dict:
-        """Every configured default that applies to ``mode`` (None: to every mode), most specific last merged."""
-        temporary = _temporary.get()
-        merged: dict = {}
-        for layer in (self._settings, temporary):
-            merged.update(layer.get(EVERY_MODE, {}))
-            if mode is not None:
-                merged.update(layer.get(mode, {}))
-        return merged
+        STORE.reset()
 
     def default(self, option: str, mode: Optional[str] = None) -> Any:
         """The effective default of ``option`` for ``mode`` (None: the default for every mode)."""
-        from .options import WorkerOptions
-
-        field = WorkerOptions.model_fields.get(option)
-        if field is None:
+        if option not in WorkerOptions.model_fields:
             raise AttributeError(f"no option {option!r}{closest(option, WorkerOptions.model_fields)}")
-        overrides = self.overrides(mode)
-        if option in overrides:
-            return overrides[option]
-        return field.get_default(call_default_factory=True)
-
-    def fill(self, options: dict) -> dict:
-        """``options`` (as given to ``.options()``) completed with the configured defaults."""
-        if options.get("mode") is None:
-            options = {**options, "mode": self.default("mode")}
-        configured = self.overrides(_mode_or_none(options["mode"]))
-        missing = {k: _copy(v) for k, v in configured.items() if k not in options and k != "mode"}
-        return {**missing, **options} if missing else options
-
-
-def _mode_or_none(mode: Any) -> Optional[str]:
-    try:
-        return canonical_mode(mode)
-    except ConfigError:
-        return None
-
-
-def _copy(value: Any) -> Any:
-    return type(value)(value) if isinstance(value, (list, dict, set)) else value
+        return configured_default(option, mode)
 
 
 def validated(scope: str, values: dict, where: str) -> dict:
     """``values`` checked as ``.options()`` would check them in ``scope``, in their stored (canonical) form."""
-    from .options import build_options
-
     if scope != EVERY_MODE and "mode" in values:
         raise ConfigError(f"{where}: 'mode' is chosen for every mode (global_config.defaults.mode), not per mode")
     given = dict(values) if scope == EVERY_MODE else {**values, "mode": scope}
@@ -178,13 +129,8 @@ def temp_config(**settings: Any) -> Iterator[GlobalConfig]:
     threads never see them. Also usable as a decorator.
     """
     layers = {scope: validated(scope, values, "temp_config") for scope, values in _parse(settings).items()}
-    current = _temporary.get()
-    merged = {scope: {**current.get(scope, {}), **layers.get(scope, {})} for scope in {*current, *layers}}
-    token = _temporary.set(merged)
-    try:
+    with STORE.temporarily(layers):
         yield global_config
-    finally:
-        _temporary.reset(token)
 
 
 global_config = GlobalConfig()

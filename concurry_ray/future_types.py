@@ -12,16 +12,22 @@ Calling one of the names builds what concurry's constructor would, as our Future
 ``SyncFuture(result_value=42)`` is a done Future, ``ConcurrentFuture(f)``,
 ``AsyncioFuture(f)`` and ``RayFuture(ref)`` are :func:`wrap_future` of their
 argument (after the same type check concurry makes). No class here holds state.
+
+The Ray ObjectRef adapter is registered here, by where it lives: ``futures``
+loads it the first time it meets a value of no known kind once ``ray`` has
+been imported (an ObjectRef cannot exist before), so ``wrap_future(ref)`` and
+``RayFuture(ref)`` work without a Ray pool, and nothing imports Ray for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import sys
 from abc import ABC
 from typing import Any
 
-from .futures import Future, finished_future, is_object_ref, wrap_future
+from .futures import Future, finished_future, register_adapter, wrap_future
 
 __all__ = ["BaseFuture", "SyncFuture", "ConcurrentFuture", "AsyncioFuture", "RayFuture"]
 
@@ -73,7 +79,13 @@ class RayFuture(BaseFuture):
     __slots__ = ()
 
     def __new__(cls, object_ref: Any) -> Future:
-        return wrap_future(_checked(object_ref, is_object_ref(object_ref), "a Ray ObjectRef"))
+        return wrap_future(_checked(object_ref, _is_object_ref(object_ref), "a Ray ObjectRef"))
+
+
+def _is_object_ref(value: Any) -> bool:
+    """Whether ``value`` is a Ray ObjectRef; Ray is not imported for it (without Ray, nothing is)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and isinstance(value, ray.ObjectRef)
 
 
 def _checked(value: Any, ok: bool, expected: str) -> Any:
@@ -85,3 +97,5 @@ def _checked(value: Any, ok: bool, expected: str) -> Any:
 
 for _kind in (BaseFuture, SyncFuture, ConcurrentFuture, AsyncioFuture, RayFuture):
     _kind.register(Future)
+
+register_adapter("concurry_ray.ray.outcomes:ADAPTER", when_imported="ray")

@@ -4,23 +4,30 @@ A :class:`Future` is a :class:`concurrent.futures.Future` that can also be await
 Producers (the backends) only ever set it running, set its result or set its
 exception; consumers never need to know which mode filled it. Waiting is event
 driven: ``result()`` blocks on a condition variable, ``await`` hands the future
-to the running event loop through ``asyncio.wrap_future``; nothing polls.
+to the running event loop; nothing polls.
 
-A future filled by a Ray actor also remembers its ``ObjectRef`` so that passing
-it to another Ray worker moves the data worker to worker, not through the driver.
+This module knows no backend (CPython's ``concurrent.futures`` is the model: a
+future is filled, never informed). A backend that keeps results at home fills
+a future with a :class:`Stored` value, which ``result()`` or ``await`` fetches
+once, and may leave its own handle on the call in :attr:`Future.native`, which
+only that backend reads. A backend's own reference type for a pending result
+is taken wherever a future is once the backend registers an :class:`Adapter`
+for it (:func:`register_adapter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import importlib
 import itertools
 import queue
+import sys
 import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, TimeoutError
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from .conditions import FutureCondition
 from .enums import PollingAlgorithm, ReturnWhen, parse
@@ -50,9 +57,14 @@ class Future(cf.Future):
     ``exception(timeout)``, ``done()``, ``cancel()``, ``add_done_callback``) or
     ``await`` it from async code. ``TimeoutError`` and ``CancelledError`` are the
     ``concurrent.futures`` ones.
+
+    ``native`` is the producer's own handle on the call's result, or None. It is
+    opaque here: the backend that made the call sets it (before the result) and
+    reads it, to send the future to its own workers unresolved, worker to worker
+    (see ``Backend.native_form``).
     """
 
-    _ray_ref: Any = None
+    native: Any = None
 
     def __init__(self, on_done: Callable[["Future"], Any] | None = None) -> None:
         # The fields of concurrent.futures.Future.__init__ (a test checks they match), with
@@ -66,46 +78,160 @@ class Future(cf.Future):
 
     def result(self, timeout: float | None = None) -> Any:
         value = super().result(timeout)
-        return self._fetched(value, timeout) if type(value) is Stored else value
-
-    def _fetched(self, stored: "Stored", timeout: float | None) -> Any:
-        """Fetch a value left in Ray's object store, once; later calls return the copy."""
-        value = stored.fetch(timeout)
-        with self._condition:
-            if self._result is stored:
-                self._result = value
-        return value
+        return _kept(self, value, value.fetch(timeout)) if type(value) is Stored else value
 
     def __await__(self):
-        if self._ray_ref is None:
-            return asyncio.wrap_future(self).__await__()
-        return self._awaited().__await__()
-
-    async def _awaited(self) -> Any:
-        """Await a Ray call without fetching a stored value on the event loop's thread."""
-        raw = cf.Future()
-        chain(self, raw)
-        raw.add_done_callback(lambda r: r.cancelled() and self.cancel())
-        value = await asyncio.wrap_future(raw)
-        return await value.fetch_async() if type(value) is Stored else value
+        return _on_loop(self).__await__()
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<Future", "<concurry_ray.Future", 1)
 
 
 class Stored:
-    """A call's result that stays in Ray's object store until someone asks for it.
+    """A call's result that its producer keeps at home until someone asks for it.
 
-    A Ray worker returns large results this way, so the driver only learns that
-    the call finished; ``Future.result()`` fetches the value (once), and passing
-    the future to another Ray worker moves it worker to worker. Built by the Ray
-    backend, which supplies the two ways of fetching.
+    A backend whose workers can keep a large result where it was made (in a
+    shared object store, say) sets a future's result to a Stored, so the caller
+    learns that the call finished without receiving the value. ``result()``
+    fetches it with ``fetch(timeout)``, ``await`` with ``fetch_async()`` (so the
+    event loop's thread never blocks); either way once, and the future keeps
+    the value from then on. The backend supplies both functions.
     """
 
     __slots__ = ("fetch", "fetch_async")
 
     def __init__(self, fetch: Callable[[float | None], Any], fetch_async: Callable[[], Any]) -> None:
         self.fetch, self.fetch_async = fetch, fetch_async
+
+
+def _kept(future: cf.Future, stored: Stored, value: Any) -> Any:
+    """``value``, fetched for ``stored``, kept as ``future``'s result in its place."""
+    with future._condition:
+        if future._result is stored:
+            future._result = value
+    return value
+
+
+_ASYNCIO_ERRORS = {
+    cf.CancelledError: asyncio.CancelledError,
+    cf.TimeoutError: asyncio.TimeoutError,
+    cf.InvalidStateError: asyncio.InvalidStateError,
+}
+"""The conversions ``asyncio.wrap_future`` makes of a concurrent future's exception (exact types only)."""
+
+
+def _on_loop(future: cf.Future) -> asyncio.Future:
+    """An asyncio future on the running loop that settles as ``future`` does: what ``await`` waits on.
+
+    It behaves as ``asyncio.wrap_future(future)`` (cancelling it cancels
+    ``future``; exceptions are converted alike), except that a :class:`Stored`
+    value is fetched with its ``fetch_async``: ``wrap_future`` calls ``result()``,
+    which would fetch it by blocking the loop's thread.
+    """
+    loop = asyncio.get_running_loop()
+    out = loop.create_future()
+
+    def copy() -> None:  # on the loop's thread
+        if out.cancelled():
+            return
+        if future.cancelled():
+            out.cancel()
+            return
+        value, error = peek(future)
+        if error is not None:
+            kind = _ASYNCIO_ERRORS.get(type(error))
+            out.set_exception(error if kind is None else kind(*error.args))
+        elif type(value) is Stored:
+            _fetch_into(out, future, value)
+        else:
+            out.set_result(value)
+
+    def done(_: cf.Future) -> None:  # on the thread that settled ``future``
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(copy)
+
+    out.add_done_callback(lambda o: o.cancelled() and future.cancel())
+    future.add_done_callback(done)
+    return out
+
+
+def _fetch_into(out: asyncio.Future, future: cf.Future, stored: Stored) -> None:
+    """Settle ``out`` with ``stored``'s value, fetched on the running loop; cancelling ``out`` stops the fetch."""
+    fetching = asyncio.ensure_future(stored.fetch_async())
+    out.add_done_callback(lambda o: o.cancelled() and fetching.cancel())
+
+    def copy(task: asyncio.Future) -> None:
+        if out.cancelled():
+            return
+        if task.cancelled():
+            out.cancel()
+        elif task.exception() is not None:
+            out.set_exception(task.exception())
+        else:
+            out.set_result(_kept(future, stored, task.result()))
+
+    fetching.add_done_callback(copy)
+
+
+class Adapter(NamedTuple):
+    """How :func:`wrap_future` and the wait functions take one more kind of pending result.
+
+    A backend with its own reference type for a pending result registers one
+    (:func:`register_adapter`): values of type ``kind`` are then accepted wherever
+    a future is, and ``to_future(value)`` gives the :class:`Future` settled when
+    the value is ready.
+    """
+
+    kind: type
+    to_future: Callable[[Any], "Future"]
+
+
+_adapters: list[Adapter] = []
+_kinds: tuple[type, ...] = (cf.Future, asyncio.Future)
+"""Every type a pending result can have: the two futures, then each adapter's kind."""
+_waiting: list[tuple[str, str]] = []
+"""``(module, "package.module:NAME")`` of adapters registered by where they live, not loaded yet."""
+_adapters_lock = threading.Lock()
+
+
+def register_adapter(adapter: Adapter | str, when_imported: str | None = None) -> None:
+    """Accept one more kind of pending result: an :class:`Adapter`, or where one lives.
+
+    Given as ``"package.module:NAME"``, the adapter is loaded only once the
+    module ``when_imported`` is in ``sys.modules`` and a value of no known kind
+    is met. A backend's reference can only exist once the library that makes it
+    was imported, so a program that never imports that library never loads the
+    adapter (or the library), while one that made such a reference without ever
+    building a pool of that backend still finds it understood.
+    """
+    with _adapters_lock:
+        if isinstance(adapter, str):
+            if when_imported is None:
+                raise TypeError(f"register_adapter({adapter!r}) needs when_imported=, the module it waits for")
+            _waiting.append((when_imported, adapter))
+        elif adapter not in _adapters:
+            _adopt(adapter)
+
+
+def _adopt(adapter: Adapter) -> None:
+    """Start taking values of ``adapter.kind`` (``_adapters_lock`` held)."""
+    global _kinds
+    _adapters.append(adapter)
+    _kinds = (*_kinds, adapter.kind)
+
+
+def _load_waiting() -> bool:
+    """Load the waiting adapters whose module has been imported meanwhile; True if any was."""
+    ready = [entry for entry in _waiting if entry[0] in sys.modules] if _waiting else ()
+    for entry in ready:
+        module, _, name = entry[1].partition(":")
+        adapter = getattr(importlib.import_module(module), name)  # outside the lock: that module may register one
+        with _adapters_lock:
+            if entry in _waiting:
+                _waiting.remove(entry)
+            if adapter not in _adapters:
+                _adopt(adapter)
+    return bool(ready)
 
 
 def settle(future: cf.Future, value: Any = None, error: BaseException | None = None) -> None:
@@ -142,16 +268,15 @@ def chain(source: cf.Future, target: cf.Future) -> None:
 
 
 def as_future(obj: Any) -> cf.Future:
-    """A concurrent future for a Future, concurrent future, asyncio future or Ray ObjectRef."""
+    """A concurrent future for a Future, concurrent future, asyncio future or a kind an :class:`Adapter` takes."""
     if isinstance(obj, cf.Future):
         return obj
     if isinstance(obj, asyncio.Future):
         return _from_asyncio(obj)
-    if is_object_ref(obj):
-        from .ray.outcomes import future_from_ref
-
-        return future_from_ref(obj)
-    raise TypeError(f"expected a Future or Ray ObjectRef, got {type(obj).__name__}: {obj!r}")
+    if is_awaitable_result(obj):
+        return next(adapter for adapter in _adapters if isinstance(obj, adapter.kind)).to_future(obj)
+    kinds = ", ".join(kind.__name__ for kind in _kinds)
+    raise TypeError(f"expected a future (one of {kinds}), got {type(obj).__name__}: {obj!r}")
 
 
 def wrap_future(obj: Any) -> Future:
@@ -166,7 +291,8 @@ def wrap_future(obj: Any) -> Future:
       thread: ``await`` it);
     - a coroutine is first scheduled as a task on the running event loop
       (``RuntimeError`` when none runs);
-    - a Ray ``ObjectRef`` gives a Future settled when Ray has the value;
+    - a backend's own reference to a pending result, of a kind an
+      :class:`Adapter` was registered for, gives a Future settled when it is;
     - anything else gives a Future already done with that value.
     """
     if isinstance(obj, Future):
@@ -237,14 +363,10 @@ def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> 
         loop.call_soon_threadsafe(fn, *args)
 
 
-def is_object_ref(obj: Any) -> bool:
-    """Whether ``obj`` is a Ray ObjectRef (checked by name, so Ray is never imported for it)."""
-    return type(obj).__name__ == "ObjectRef"
-
-
 def is_awaitable_result(obj: Any) -> bool:
-    """True for objects that :func:`gather` and :func:`wait` treat as pending results."""
-    return isinstance(obj, (cf.Future, asyncio.Future)) or is_object_ref(obj)
+    """True for objects that :func:`gather` and :func:`wait` treat as pending results: futures,
+    and the kinds registered adapters take (a waiting one is loaded when its module was imported)."""
+    return isinstance(obj, _kinds) or (_load_waiting() and isinstance(obj, _kinds))
 
 
 class _Progress:
@@ -349,7 +471,7 @@ def wait(
 
     ``fs`` is a list, tuple, set or dict (its values) of futures, or the first of
     futures given one by one (``wait(f1, f2)``). The sets hold the objects you
-    passed (an ObjectRef stays an ObjectRef); a plain value counts as done and
+    passed (a backend's reference stays as it is); a plain value counts as done and
     comes back as the Future :func:`wrap_future` makes of it. ``recurse=True``
     waits for the futures nested in lists, tuples, sets and dicts instead (plain
     values there are skipped).
@@ -462,7 +584,7 @@ def _resolved(found: list, futures: list, return_exceptions: bool, timeout: floa
 
 def _outcomes(futures: list, fail_fast: bool, timeout: float | None) -> list[tuple]:
     """:func:`peek` of each future after waiting for all of them, for one failure
-    (``fail_fast``), or for ``timeout``; values left in Ray's object store are fetched."""
+    (``fail_fast``), or for ``timeout``; :class:`Stored` values are fetched."""
     outcomes = [peek(f) for f in futures]
     if not (fail_fast and any(error is not None for _, error in outcomes)):
         _wait_all([f for f, (value, _) in zip(futures, outcomes) if value is _PENDING], timeout, fail_fast)
@@ -513,7 +635,7 @@ def _wait_all(futures: list, timeout: float | None, fail_fast: bool) -> None:
 
 
 def _fetched_outcome(future: Future, timeout: float | None) -> tuple:
-    """``(value, None)`` of a future whose value was left in Ray's object store, or ``(None, error)``."""
+    """``(value, None)`` of a future holding a :class:`Stored` value (fetched now), or ``(None, error)``."""
     try:
         return future.result(timeout), None
     except Exception as error:
@@ -547,7 +669,7 @@ def peek(future: cf.Future) -> tuple:
 
 
 def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
-    """Yield the given futures as they complete (the originals, so ObjectRefs stay ObjectRefs)."""
+    """Yield the given futures as they complete (the originals, so a backend's reference stays as it is)."""
     mapping = {as_future(f): f for f in fs}
     for f in cf.as_completed(list(mapping), timeout=timeout):
         yield mapping[f]
@@ -617,10 +739,8 @@ def _awaitable(obj: Any):
     """Something ``asyncio.gather`` can wait for that gives ``obj``'s result (``obj`` itself for a plain value)."""
     if isinstance(obj, (asyncio.Future, Coroutine)):
         return obj
-    if isinstance(obj, Future) and obj._ray_ref is not None:
-        return obj._awaited()  # fetches a value left in Ray's object store without blocking the loop
     if is_awaitable_result(obj):
-        return asyncio.wrap_future(as_future(obj))
+        return _on_loop(as_future(obj))  # fetches a Stored value without blocking the loop
     return _value(obj)
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import inspect
 import threading
 import traceback
 from concurrent.futures import Future as _CFuture
 from typing import Any, Callable, Optional
 
 from .errors import SerializationError, WorkerInitError, attach_remote_traceback
+from .methods import is_async_method, public_methods
 from .protocol import Call, WorkerSpec
 
 _BUILDING = contextvars.ContextVar("concurry_ray_building_worker", default=False)
@@ -76,7 +76,6 @@ class Host:
         self.label = spec.label
         self._loop = loop
         self._loop_thread: Optional[LoopThread] = None
-        self._async_methods: dict[str, bool] = {}
         self._methods = frozenset(public_methods(spec.cls))
         limits = spec.extras.get("limits")
         self.limits = limits.for_worker() if limits is not None else None
@@ -111,10 +110,7 @@ class Host:
 
     def is_async(self, method: str) -> bool:
         """Whether ``method`` is an ``async def`` on the user's class."""
-        known = self._async_methods.get(method)
-        if known is None:
-            known = self._async_methods[method] = is_async_method(type(self.instance), method)
-        return known
+        return is_async_method(type(self.instance), method)
 
     def method(self, name: str) -> Any:
         """The bound public method ``name``; AttributeError for any other name (private ones included),
@@ -147,34 +143,6 @@ class Host:
         """Stop the private loop thread, if one was started."""
         if self._loop_thread is not None:
             self._loop_thread.stop()
-
-
-def public_methods(cls: type) -> list[str]:
-    """Names of the methods a handle exposes: public callables of the class."""
-    names = []
-    for name in dir(cls):
-        if name.startswith("_"):
-            continue
-        attr = inspect.getattr_static(cls, name, None)
-        if isinstance(attr, (staticmethod, classmethod, property)):
-            continue
-        if callable(attr):
-            names.append(name)
-    return names
-
-
-def has_async_methods(cls: type) -> bool:
-    """True if any public method of ``cls`` is ``async def``."""
-    return any(is_async_method(cls, n) for n in public_methods(cls))
-
-
-def is_async_method(cls: type, method: str) -> bool:
-    """Whether ``cls.method`` is an ``async def`` (looking through decorators)."""
-    return inspect.iscoroutinefunction(inspect.unwrap(getattr(cls, method, None) or _not_a_method))
-
-
-def _not_a_method() -> None:
-    return None
 
 
 def _new_instance(cls: type) -> Any:

@@ -16,14 +16,20 @@ from .errors import ConfigError
 
 
 LOCAL_HOLDER = "concurry_ray.limits.holders:open_local"
+LOCAL_MEMBERSHIP = "concurry_ray.pools.membership:LocalMembership"
 
 
 class Mode(NamedTuple):
-    """One execution mode: where its parts live (``module:attribute``) and the ExecutionMode it answers to."""
+    """One execution mode: where its parts live (``module:attribute``) and the ExecutionMode it answers to.
+
+    ``backend`` runs workers; ``limits_holder`` opens a shared LimitSet's holder
+    that its workers reach; ``membership`` starts and replaces a pool's workers.
+    """
 
     backend: str
     limits_holder: str = LOCAL_HOLDER
     member: Optional[ExecutionMode] = None
+    membership: str = LOCAL_MEMBERSHIP
 
 
 MODES: dict[str, Mode] = {
@@ -31,7 +37,12 @@ MODES: dict[str, Mode] = {
     "asyncio": Mode("local_backends.asyncio:AsyncioBackend", LOCAL_HOLDER, ExecutionMode.Asyncio),
     "thread": Mode("local_backends.thread:ThreadBackend", LOCAL_HOLDER, ExecutionMode.Threads),
     "process": Mode("local_backends.process:ProcessBackend", "concurry_ray.limits.served:open_served", ExecutionMode.Processes),
-    "ray": Mode("concurry_ray.ray.backend:RayBackend", "concurry_ray.limits.ray_holder:open_ray", ExecutionMode.Ray),
+    "ray": Mode(
+        "concurry_ray.ray.backend:RayBackend",
+        "concurry_ray.ray.limits_holder:open_ray",
+        ExecutionMode.Ray,
+        "concurry_ray.ray.membership:RayMembership",
+    ),
 }
 
 
@@ -57,6 +68,11 @@ def backend_class(mode: Any) -> type:
 def limits_holder(mode: Any) -> Callable[..., Any]:
     """The function that opens a shared limits holder reachable from workers of ``mode``."""
     return _load(MODES[canonical_mode(mode)].limits_holder)
+
+
+def membership_class(mode: Any) -> type:
+    """The class that starts, replaces and retires the workers of a pool in ``mode``."""
+    return _load(MODES[canonical_mode(mode)].membership)
 
 
 def _load(path: str) -> Any:

@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from .defaults import STORE
 from .enums import LoadBalancingAlgorithm, RetryAlgorithm, parse
 from .errors import ConfigError, closest
 from .modes import backend_class, canonical_mode
@@ -60,9 +61,7 @@ class WorkerOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _configured_defaults(cls, data: Any) -> Any:
-        from .config import global_config
-
-        return global_config.fill(data) if isinstance(data, dict) else data
+        return STORE.fill(data, cls.model_fields["mode"].default) if isinstance(data, dict) else data
 
     @model_validator(mode="before")
     @classmethod
@@ -164,13 +163,19 @@ class WorkerOptions(BaseModel):
         return LoadBalancingAlgorithm.Random if self.on_demand else LoadBalancingAlgorithm.RoundRobin
 
 
+def configured_default(option: str, mode: Optional[str] = None) -> Any:
+    """The effective default of ``option`` for ``mode`` (None: for every mode): configured, else shipped."""
+    overrides = STORE.overrides(mode)
+    if option in overrides:
+        return overrides[option]
+    return WorkerOptions.model_fields[option].get_default(call_default_factory=True)
+
+
 def _configured(option: str) -> Any:
     """A field default read when a RetryConfig is built: ``option``'s default for every mode in global_config."""
 
     def default() -> Any:
-        from .config import global_config
-
-        return global_config.default(option)
+        return configured_default(option)
 
     return Field(default_factory=default)
 

@@ -21,7 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
-from .futures import Future
+from .futures import Future, settle
+from .methods import is_async_method
 
 class Call(NamedTuple):
     """One method call: what the host runs."""
@@ -69,14 +70,8 @@ class WorkerClient(ABC):
         """Let queued calls finish, then stop; at ``deadline`` cancel what is left."""
 
     def _is_async(self, method: str) -> bool:
-        """Whether ``method`` of the worker class (``self._cls``) is async; cached per client."""
-        cache = self.__dict__.setdefault("_async_methods", {})
-        known = cache.get(method)
-        if known is None:
-            from .host import is_async_method
-
-            known = cache[method] = is_async_method(self._cls, method)
-        return known
+        """Whether ``method`` of the worker class (``self._cls``) is async."""
+        return is_async_method(self._cls, method)
 
     def retries(self) -> Optional[int]:
         """Retries the worker has made so far; None if it cannot tell (e.g. it died).
@@ -121,12 +116,6 @@ class Backend(ABC):
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
         """Start a worker; return its client at once (``client.ready`` tells when it is built)."""
 
-    def membership(self, pool: Any, attach: Any = None) -> Any:
-        """How the pool starts and replaces workers; local pools spawn clients themselves."""
-        from .membership import LocalMembership
-
-        return LocalMembership(pool)
-
     def passes_natively(self, value: Any) -> bool:
         """True if ``value`` (a future) can be sent unresolved and the worker resolves it."""
         return False
@@ -146,8 +135,6 @@ def split_on_crash(pending: list, crash: BaseException) -> list:
     Sync calls run one at a time in that order, so only the first unsettled sync
     call can have been running; async calls start on arrival, so all of them fail.
     """
-    from .futures import settle
-
     unstarted, running_seen = [], False
     for call, future, is_async in pending:
         if is_async or not running_seen:

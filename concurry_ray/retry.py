@@ -31,13 +31,12 @@ releases on the way out, also when the attempt raises.
 
 A worker that *dies* cannot retry its own call; the pool re-sends it to another
 worker when ``retry_on`` names :class:`WorkerCrashedError` (see
-:func:`crash_retries` and :func:`follow_crashes`).
+``concurry_ray.pools.crashes``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
 import math
 import random
 import threading
@@ -46,8 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .enums import RetryAlgorithm, parse
-from .errors import ConfigError, RetryValidationError, WorkerCrashedError, closest
-from .futures import Future, chain, settle
+from .errors import ConfigError, RetryValidationError, closest
 from .protocol import Call
 
 RETRY_OPTIONS = (
@@ -394,43 +392,3 @@ class RetryRunner:
 
 
 # ----- crashes: re-sending a call to another worker of the pool ---------------------------
-
-
-def crash_retries(options: Any, method_name: str) -> int:
-    """How many times a call that failed with WorkerCrashedError may be sent to another worker.
-
-    ``num_retries`` for that method when its ``retry_on`` names WorkerCrashedError
-    (or a subclass); otherwise 0: a crash is never retried by default, since
-    running a call again that may have killed its worker can kill the next one.
-    """
-    if options.num_retries == 0:
-        return 0
-    retry_on = option_for(options, "retry_on", method_name)
-    if any(_is_exception_type(rule) and issubclass(rule, WorkerCrashedError) for rule in retry_on):
-        return option_for(options, "num_retries", method_name)
-    return 0
-
-
-def follow_crashes(first: cf.Future, resend: Callable[[], cf.Future], retries: int) -> Future:
-    """A future with the outcome of ``first``, re-sending the call up to ``retries`` times on a crash.
-
-    ``resend()`` dispatches the call again (to another worker) and returns its
-    future; if it raises (the pool was stopped), that error is the outcome.
-    """
-    outer = Future()
-    outer.set_running_or_notify_cancel()
-
-    def follow(done: cf.Future, left: int) -> None:
-        error = None if done.cancelled() else done.exception()
-        if not isinstance(error, WorkerCrashedError) or left <= 0:
-            chain(done, outer)
-            return
-        try:
-            again = resend()
-        except Exception as exc:
-            settle(outer, error=exc)
-            return
-        again.add_done_callback(lambda f: follow(f, left - 1))
-
-    first.add_done_callback(lambda f: follow(f, retries))
-    return outer

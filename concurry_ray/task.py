@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 import cloudpickle
 
 from .futures import Future, seconds_left
-from .pool import Pool
+from .pools.handle import Pool
 from .progress import ProgressBar
 from .worker import Worker, WorkerBuilder
 

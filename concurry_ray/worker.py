@@ -7,6 +7,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 from .host import building_worker
 from .options import WorkerOptions, build_options
+from .pools.handle import Pool
 
 
 class Worker:
@@ -58,8 +59,6 @@ class Worker:
     @classmethod
     def _handle_class(cls) -> type:
         """The handle type ``init()`` returns; subclasses such as TaskWorker return a richer one."""
-        from .pool import Pool
-
         return Pool
 
     @property

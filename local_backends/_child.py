@@ -10,6 +10,8 @@ import cloudpickle
 from concurry_ray.errors import WorkerInitError
 from concurry_ray.host import Host, describe_unpicklable, init_failure, portable_error
 
+from ._live import close_forgotten_workers
+
 
 def child_main(conn, spec_bytes: bytes) -> None:
     """Build the host, then run calls from ``conn`` until told to stop or the pipe closes."""
@@ -71,15 +73,4 @@ def child_main(conn, spec_bytes: bytes) -> None:
     for future in list(pending):
         future.exception()
     host.close()
-    _release_nested_workers()
-
-
-def _release_nested_workers() -> None:
-    """Stop process workers this worker started and never stopped.
-
-    A worker process ends through multiprocessing's bootstrap, which joins its
-    children without running atexit hooks.
-    """
-    from .process import close_forgotten_workers
-
-    close_forgotten_workers()
+    close_forgotten_workers()  # the process ends through multiprocessing's bootstrap, which runs no atexit hooks

@@ -1,12 +1,46 @@
-"""Bookkeeping shared by local clients: calls sent but not yet settled."""
+"""What local clients share: running a call into its future, and the calls not yet settled."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
-from concurry_ray.futures import seconds_left
+from concurry_ray.futures import Future, chain, seconds_left, settle
+from concurry_ray.host import Host
+from concurry_ray.protocol import Call
+
+
+def run_call(host: Host, call: Call, future: Future, in_flight: Optional["InFlight"] = None) -> None:
+    """Run ``call`` on ``host`` and settle ``future`` with its outcome; nothing if ``future`` was cancelled first.
+
+    A sync method runs here and now. An async one is scheduled on the host's
+    event loop and settles ``future`` when it ends; ``in_flight``, when given,
+    tracks it until then.
+    """
+    if not future.set_running_or_notify_cancel():
+        return
+    if host.is_async(call.method):
+        if in_flight is not None:
+            in_flight.add(future)
+        chain(host.run_on_loop(call), future)
+        return
+    try:
+        settle(future, host.run(call))
+    except BaseException as exc:
+        settle(future, error=exc)
+
+
+def cancel_each(futures: Iterable[cf.Future], error: Callable[[], BaseException]) -> None:
+    """Cancel every future; one already running (its outcome will never come) fails with ``error()`` instead."""
+    for future in futures:
+        if not future.cancel():
+            settle(future, error=error())
+
+
+def deadline_passed() -> cf.CancelledError:
+    """The error of a call still running when its worker's ``stop()`` deadline passed."""
+    return cf.CancelledError("cancelled: stop() deadline passed before the call finished")
 
 
 class InFlight:
@@ -32,21 +66,10 @@ class InFlight:
             return list(self._futures)
 
     def drain(self, deadline: Optional[float]) -> None:
-        """Wait for every tracked future until ``deadline``, then fail the rest with CancelledError.
+        """Wait for every tracked future until ``deadline``, then cancel the rest.
 
         The worker's loop stops right after, so a call still running then could
         never deliver its outcome; its caller gets CancelledError instead.
         """
-        pending = self.snapshot()
-        _, not_done = cf.wait(pending, timeout=seconds_left(deadline))
-        for future in not_done:
-            if not future.cancel():
-                _force_cancel(future)
-
-
-def _force_cancel(future: cf.Future) -> None:
-    """Cancel a future that is already running (its worker will no longer deliver)."""
-    try:
-        future.set_exception(cf.CancelledError("cancelled: stop() deadline passed before the call finished"))
-    except cf.InvalidStateError:
-        pass
+        _, not_done = cf.wait(self.snapshot(), timeout=seconds_left(deadline))
+        cancel_each(not_done, deadline_passed)

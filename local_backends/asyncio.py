@@ -6,16 +6,14 @@ loop thread one at a time, in order, as calls on an actor do.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import CancelledError
 from typing import Optional
 
 from concurry_ray.errors import WorkerInitError
-from concurry_ray.futures import Future, settle
+from concurry_ray.futures import Future
 from concurry_ray.host import Host, LoopThread
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
 
-from ._inflight import InFlight
+from ._inflight import InFlight, run_call
 
 
 class AsyncioClient(WorkerClient):
@@ -46,16 +44,7 @@ class AsyncioClient(WorkerClient):
         return future
 
     def _start(self, call: Call, future: Future) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        if self._host.is_async(call.method):
-            task = self._loop.create_task(self._host.run_async(call))
-            task.add_done_callback(lambda t: _copy_task(t, future))
-            return
-        try:
-            settle(future, self._host.run(call))
-        except BaseException as exc:
-            settle(future, error=exc)
+        run_call(self._host, call, future)  # every call is in self._calls already
 
     def alive(self) -> bool:
         return not self._stopped
@@ -66,13 +55,6 @@ class AsyncioClient(WorkerClient):
         self._stopped = True
         self._calls.drain(deadline)
         self._loop_thread.stop()
-
-
-def _copy_task(task: asyncio.Task, future: Future) -> None:
-    if task.cancelled():
-        future.cancel() or settle(future, error=CancelledError())
-    else:
-        settle(future, None if task.exception() else task.result(), task.exception())
 
 
 class AsyncioBackend(Backend):

@@ -12,15 +12,12 @@ call is the only one a dead child can have been running.
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
-import multiprocessing.util  # registers its atexit join first, so ours (below) runs before it
 import os
 import signal
 import threading
-import time
+from functools import partial
 from queue import SimpleQueue
-import weakref
 from typing import Optional
 
 import cloudpickle
@@ -30,7 +27,9 @@ from concurry_ray.futures import Future, cancelled, seconds_left, settle
 from concurry_ray.host import rebuild_init_error, unpicklable_argument
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 
+from . import _live
 from ._child import child_main
+from ._inflight import cancel_each
 
 _STOP = b"\0"
 
@@ -55,7 +54,7 @@ class ProcessClient(WorkerClient):
         )
         self._process.start()
         child_conn.close()
-        _LIVE.add(self)
+        _live.started(self)
         self._reader = threading.Thread(target=self._read, name=f"{spec.label}-reader", daemon=True)
         self._reader.start()
         self._writer = threading.Thread(target=self._write, name=f"{spec.label}-writer", daemon=True)
@@ -115,9 +114,8 @@ class ProcessClient(WorkerClient):
                 "process imports the main module, as with ProcessPoolExecutor); its stderr shows why."
             ))
         if self._stopping:
-            for _, future, _ in list(self._pending.values()):
-                settle(future, error=cancelled(self.label))
-            self._pending.clear()
+            pending, self._pending = self._pending, {}
+            cancel_each((future for _, future, _ in pending.values()), partial(cancelled, self.label))
             return
         crash = WorkerCrashedError(f"{self.label} (pid {self._process.pid}) {self._exit_text()}")
         pending = [self._pending.pop(call_id) for call_id in sorted(self._pending)]
@@ -144,24 +142,11 @@ class ProcessClient(WorkerClient):
             self._process.kill()
         self._reader.join(timeout=5)
         self._conn.close()
-        _LIVE.discard(self)
+        _live.stopped(self)
 
     def kill(self) -> None:
         """Kill the process at once (tests and health checks use it)."""
         os.kill(self._process.pid, signal.SIGKILL)
-
-
-# Worker processes are not daemonic (so a worker may start its own process pool).
-# At interpreter exit, stop workers nobody stopped before multiprocessing joins them.
-_LIVE: "weakref.WeakSet[ProcessClient]" = weakref.WeakSet()
-
-
-@atexit.register
-def close_forgotten_workers() -> None:
-    """Stop (within a few seconds) process workers that were never stopped."""
-    deadline = time.monotonic() + 5
-    for client in list(_LIVE):
-        client.stop(deadline)
 
 
 class ProcessBackend(Backend):

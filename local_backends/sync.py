@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from concurry_ray.futures import Future, chain, settle
+from concurry_ray.futures import Future
 from concurry_ray.host import Host
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
 
-from ._inflight import InFlight
+from ._inflight import InFlight, run_call
 
 
 class SyncClient(WorkerClient):
@@ -33,15 +33,7 @@ class SyncClient(WorkerClient):
         self.ready.set_result(None)
 
     def submit(self, call: Call, future: Future) -> Future:
-        future.set_running_or_notify_cancel()
-        if self._host.is_async(call.method):
-            self._async_calls.add(future)
-            chain(self._host.run_on_loop(call), future)
-            return future
-        try:
-            settle(future, self._host.run(call))
-        except BaseException as exc:
-            settle(future, error=exc)
+        run_call(self._host, call, future, self._async_calls)
         return future
 
     def alive(self) -> bool:

@@ -7,11 +7,11 @@ from threading import Thread
 from typing import Optional
 
 from concurry_ray.errors import WorkerInitError
-from concurry_ray.futures import Future, chain, seconds_left, settle
+from concurry_ray.futures import Future, seconds_left
 from concurry_ray.host import Host
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
 
-from ._inflight import InFlight
+from ._inflight import InFlight, cancel_each, deadline_passed, run_call
 
 _STOP = object()
 
@@ -58,17 +58,7 @@ class ThreadClient(WorkerClient):
             item = self._queue.get()
             if item is _STOP:
                 return
-            call, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            if host.is_async(call.method):
-                self._async_calls.add(future)
-                chain(host.run_on_loop(call), future)
-                continue
-            try:
-                settle(future, host.run(call))
-            except BaseException as exc:
-                settle(future, error=exc)
+            run_call(host, *item, self._async_calls)
 
     def stop(self, deadline: Optional[float]) -> None:
         self._deadline = deadline
@@ -78,13 +68,15 @@ class ThreadClient(WorkerClient):
             self._cancel_queued()
 
     def _cancel_queued(self) -> None:
+        queued = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except Empty:
                 break
             if item is not _STOP:
-                item[1].cancel()
+                queued.append(item[1])
+        cancel_each(queued, deadline_passed)
         self._queue.put(_STOP)
 
 

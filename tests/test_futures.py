@@ -11,18 +11,23 @@ need a fresh worker or a pool build their own and stop it in ``with``/``finally`
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import concurrent.futures as cf
 import gc
+import sys
 import threading
 import time
+import types
 import weakref
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from conftest import ALL_MODES, POOL_MODES
+from conftest import ALL_MODES, POOL_MODES, REPO
 from workers import Counter
+
+from concurry_ray import futures as futures_module
 
 from concurry_ray import (
     FIRST_COMPLETED,
@@ -33,6 +38,7 @@ from concurry_ray import (
     async_wait,
     gather,
     wait,
+    wrap_future,
 )
 
 
@@ -476,3 +482,56 @@ def test_futures_are_not_retained_after_gather(mode, mode_opts):
         gc.collect()
         alive = sum(ref() is not None for ref in refs)
         assert alive <= count // 100, f"{alive} of {count} futures are still referenced after gather"
+
+
+# ----- backends' part: futures.py knows none ---------------------------------------------
+
+
+def test_futures_module_imports_nothing_of_ray():
+    tree = ast.parse((REPO / "concurry_ray" / "futures.py").read_text())
+    nodes = list(ast.walk(tree))
+    imported = [alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names]
+    imported += [f"{'.' * node.level}{node.module or ''}" for node in nodes if isinstance(node, ast.ImportFrom)]
+    assert [name for name in imported if "ray" in name.split(".")] == []  # neither ray nor .ray (concurry_ray.ray)
+
+
+def test_a_stored_value_is_fetched_once_and_never_blocking_the_event_loop():
+    fetches: list = []
+
+    async def fetch_async():
+        fetches.append("async")
+        return "big"
+
+    def fresh() -> Future:
+        future = Future()
+        future.set_result(futures_module.Stored(lambda timeout: fetches.append(timeout) or "big", fetch_async))
+        return future
+
+    future = fresh()
+    assert future.result(timeout=5) == "big" and future.result() == "big" and fetches == [5]
+
+    async def main():
+        awaited = fresh()
+        return await awaited, await awaited, await async_gather([fresh()])
+
+    assert asyncio.run(main()) == ("big", "big", ["big"]) and fetches == [5, "async", "async"]
+
+
+def test_a_registered_adapter_is_loaded_once_its_module_is_imported(monkeypatch):
+    class Token:
+        def __init__(self, value):
+            self.value = value
+
+    for name in ("_adapters", "_kinds", "_waiting"):  # restored after the test
+        monkeypatch.setattr(futures_module, name, type(getattr(futures_module, name))(getattr(futures_module, name)))
+    home = types.ModuleType("token_adapter_home")
+    home.ADAPTER = futures_module.Adapter(Token, lambda token: futures_module.finished_future(token.value))
+    monkeypatch.setitem(sys.modules, "token_adapter_home", home)
+    futures_module.register_adapter("token_adapter_home:ADAPTER", when_imported="token_lib")
+    assert not futures_module.is_awaitable_result(Token(1))  # token_lib not imported: no Token can be pending
+    monkeypatch.setitem(sys.modules, "token_lib", types.ModuleType("token_lib"))
+    assert gather([Token(1), 2, Token(3)], timeout=5) == [1, 2, 3]
+    assert wrap_future(Token(4)).result(timeout=5) == 4
+    assert home.ADAPTER in futures_module._adapters
+    assert ("token_lib", "token_adapter_home:ADAPTER") not in futures_module._waiting
+

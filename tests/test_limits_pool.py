@@ -147,7 +147,7 @@ def test_worker_killed_while_holding_a_slot_releases_it(mode, mode_opts):
         gather([pool.pid() for _ in range(2)], timeout=30)
         pool.hold("slots", 60)
         busy = busy_worker_once_held(pool, limits)
-        pool._slots[busy].client.kill()
+        pool._dispatcher.slot(busy).client.kill()
         start = time.monotonic()
         pool.hold("slots", 0).result(timeout=10)
         assert time.monotonic() - start < 3  # released when its connection closed, not after a lease ran out

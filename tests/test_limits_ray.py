@@ -8,7 +8,7 @@ import pytest
 from test_limits_pool import Limited, most_at_once
 
 from concurry_ray import ConfigError, LimitSet, RateLimit, ResourceLimit, gather
-from concurry_ray.limits.ray_holder import NAMESPACE, RESTART_GRACE, list_holders
+from concurry_ray.ray.limits_holder import NAMESPACE, RESTART_GRACE, list_holders
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_a_forgotten_nested_process_pool_does_not_block_exit(tmp_path):
 def test_pool_actors_are_gone_after_stop(ray_runtime):
     pool = Leaf.options(mode="ray", max_workers=2, actor_options=RAY_ACTOR).init()
     assert pool.work(1).result(timeout=30) == 2
-    actors = [slot.client.actor for slot in pool._slots.values()] + [pool._members.balancer]
+    actors = [slot.client.actor for slot in pool._dispatcher.live_slots()] + [pool._members.balancer]
     pool.stop()
 
     def dead(actor) -> bool:
@@ -172,3 +172,21 @@ def test_a_lone_handle_reports_rarely_and_a_shared_one_in_short_batches(leaf_poo
     reports.clear()
     call_for(1.2)
     assert len(reports) <= 4, f"{len(reports)} reports in 1.2 s once the copy left (one per 0.5 s expected)"
+
+
+def test_an_unpickled_copy_attaches_without_asking_the_balancer_and_manages_nothing(ray_runtime, monkeypatch):
+    pool = Leaf.options(mode="ray", max_workers=2, health_check="work", health_check_interval=60,
+                        actor_options=RAY_ACTOR).init()
+    try:
+        asked = []
+        original = ray_membership.RayMembership._call
+        monkeypatch.setattr(ray_membership.RayMembership, "_call",
+                            lambda self, method, *args: asked.append(method) or original(self, method, *args))
+        copy = pickle.loads(pickle.dumps(pool))
+        assert asked == [], "attaching asked the balancer"
+        assert copy._health is None and pool._health is not None, "only the creating handle health-checks"
+        assert gather([copy.work(i) for i in range(4)], timeout=30) == [0, 2, 4, 6]
+        copy.stop()
+        assert pool.work(5).result(timeout=30) == 10
+    finally:
+        pool.stop()

@@ -17,7 +17,8 @@ from concurry_ray import ConfigError, RetryValidationError, Worker, WorkerCrashe
 from concurry_ray.enums import RetryAlgorithm
 from concurry_ray.options import build_options
 from concurry_ray.protocol import Call
-from concurry_ray.retry import Backoff, RetryRunner, check_method_names, crash_retries, follow_crashes
+from concurry_ray.pools.crashes import crash_retries, follow_crashes
+from concurry_ray.retry import Backoff, RetryRunner, check_method_names
 
 FAST = {"retry_wait": 0.01, "retry_jitter": 0.0}
 

@@ -2,12 +2,13 @@
 
 Models (``models.py``), rate algorithms as pure state machines
 (``algorithms.py``), the budget with its fair queue (``ledger.py``, woken by the
-one-thread alarm of ``wakeup.py``), the holders that keep a budget in each mode
-(``holders.py``, ``served.py``, ``ray_holder.py``, with ``server.py`` and
-``client.py`` as their wire), the ``LimitSet`` a worker uses as
-``self.limits`` (``limitset.py``), the ``LimitPool`` of several sets
-(``limitpool.py``), and what a pool's ``limits=`` option accepts
-(``pool_option.py``). See ``docs/limits.md``.
+alarm of ``wakeup.py``), the holders that keep a budget in each mode
+(``holders.py``, ``served.py``, with ``server.py`` and ``client.py`` as their
+wire; Ray mode's holder lives in ``concurry_ray/ray/limits_holder.py``, so that
+nothing here imports Ray), the ``LimitSet`` a worker uses as ``self.limits``
+(``limitset.py``), the ``LimitPool`` of several sets (``limitpool.py``), and
+what a pool's ``limits=`` option accepts (``pool_option.py``). See
+``docs/limits.md``.
 """
 
 from .limitpool import LimitPool, PoolAcquisition

@@ -21,7 +21,7 @@ from multiprocessing.connection import Client, Connection
 from typing import Any, Callable, Mapping, Optional
 
 from ..errors import LimitsUnavailableError
-from .holders import Holder
+from .holders import Holder, Reach
 from .server import tune_tcp
 
 log = logging.getLogger("concurry_ray")
@@ -72,13 +72,16 @@ class RemoteHolder(Holder):
 
     ``relocate()``, when given, finds the holder again after the connection
     dropped (and blocks while it restarts); it returns a fresh locator.
+    ``stands_in_for`` is that of the holder served (see ``Holder.reaches``).
     """
 
-    def __init__(self, key: Any, locator: tuple, relocate: Optional[Callable[[], tuple]] = None, reaches: tuple = ()) -> None:
+    def __init__(
+        self, key: Any, locator: tuple, relocate: Optional[Callable[[], tuple]] = None, stands_in_for: Reach = frozenset()
+    ) -> None:
         self.key = key
         self._locator = locator
         self._relocate = relocate
-        self.reaches = reaches
+        self.stands_in_for = stands_in_for
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = None
         self._pending: dict[int, _Reply] = {}
@@ -86,7 +89,7 @@ class RemoteHolder(Holder):
         self._ids = itertools.count(1)
 
     def __reduce__(self):
-        return (client_for, (type(self), self.key, self._locator, self._relocate, self.reaches))
+        return (client_for, (type(self), self.key, self._locator, self._relocate, self.stands_in_for))
 
     # ----- the holder protocol -------------------------------------------------------
     def acquire(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[int]:
@@ -235,10 +238,10 @@ _CLIENTS: dict[tuple, RemoteHolder] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def client_for(cls: type, key: Any, locator: tuple, relocate: Optional[Callable[[], tuple]], reaches: tuple) -> RemoteHolder:
+def client_for(cls: type, key: Any, locator: tuple, relocate: Optional[Callable[[], tuple]], stands_in_for: Reach) -> RemoteHolder:
     """The one client of this process for the holder known as ``key``."""
     with _CLIENTS_LOCK:
         client = _CLIENTS.get((os.getpid(), key))
         if client is None:
-            client = _CLIENTS[(os.getpid(), key)] = cls(key, locator, relocate, reaches)
+            client = _CLIENTS[(os.getpid(), key)] = cls(key, locator, relocate, stands_in_for)
         return client

@@ -8,9 +8,12 @@ process or machine it lives in::
     release(grant, usage)             end an acquisition (never raises)
     stats()                           usage per key
 
-``reaches`` names the pool modes whose workers can use the holder. The
-in-process :class:`LocalHolder` wraps a :class:`~.ledger.Ledger`; the process
-and Ray holders reach one over a connection (see ``server.py`` and ``client.py``).
+``reaches(mode)`` says whether workers of a pool in ``mode`` can use the
+holder. It reads the mode table (``modes.MODES``): a holder reaches every mode
+whose own shared holder it can stand in for (``stands_in_for``), so a new mode
+needs only its row there. The in-process :class:`LocalHolder` wraps a
+:class:`~.ledger.Ledger`; the process and Ray holders reach one over a
+connection (see ``server.py`` and ``client.py``).
 """
 
 from __future__ import annotations
@@ -19,20 +22,25 @@ import asyncio
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
+from ..modes import LOCAL_HOLDER, MODES
 from .ledger import Grant, Ledger
 from .models import definition
 
-IN_PROCESS = ("sync", "asyncio", "thread")
-EVERY_MODE = IN_PROCESS + ("process", "ray")
+Reach = Optional[frozenset]  # the ``limits_holder`` entries of modes.MODES a holder stands in for
+EVERY_MODE: Reach = None  # a holder every worker can use, whatever its mode
 
 
 class Holder(ABC):
     """Where a LimitSet's budget lives; see the module docstring."""
 
-    reaches: ClassVar[tuple[str, ...]] = IN_PROCESS
+    stands_in_for: Reach = frozenset({LOCAL_HOLDER})
+
+    def reaches(self, mode: str) -> bool:
+        """Whether workers of ``mode`` (a name in ``modes.MODES``) can use this holder."""
+        return self.stands_in_for is EVERY_MODE or MODES[mode].limits_holder in self.stands_in_for
 
     @abstractmethod
     def acquire(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Any]:
@@ -113,7 +121,7 @@ def _resolve(future: asyncio.Future) -> None:
 class PrivateHolder(LocalHolder):
     """The holder of a set with ``shared=False``: a copy sent elsewhere gets a fresh budget of its own."""
 
-    reaches = EVERY_MODE
+    stands_in_for = EVERY_MODE
 
     def __reduce__(self):
         return (PrivateHolder.fresh, (tuple(self.ledger.limits.values()),))

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..balancing import make_balancer
+from ..pools.balancing import make_balancer
 from ..enums import LoadBalancingAlgorithm, parse
 from ..errors import ConfigError
 from .limitset import LimitSet, LimitSetAcquisition, check_timeout, in_event_loop

@@ -196,7 +196,7 @@ class LimitSet:
 
     def reaches(self, mode: str) -> bool:
         """Whether workers of a pool in ``mode`` can use this set."""
-        return canonical_mode(mode) in self._holder.reaches
+        return self._holder.reaches(canonical_mode(mode))
 
     def for_worker(self) -> "LimitSet":
         """The set one worker should see: itself when shared, a fresh private copy otherwise."""

@@ -12,18 +12,18 @@ import os
 import threading
 from typing import Optional, Sequence
 
+from ..modes import LOCAL_HOLDER
 from .client import RemoteHolder, client_for
-from .holders import IN_PROCESS, Holder, LocalHolder, named_local
+from .holders import Holder, LocalHolder, named_local
 from .server import Server
 
-REACHES = IN_PROCESS + ("process",)
 _SERVED: dict[str, tuple[int, "ServedHolder"]] = {}
 
 
 class ServedHolder(LocalHolder):
     """A ledger here; pickles into a client of the server that serves it."""
 
-    reaches = REACHES
+    stands_in_for = frozenset({LOCAL_HOLDER, f"{__name__}:open_served"})
 
     def __init__(self, ledger) -> None:
         super().__init__(ledger)
@@ -53,7 +53,7 @@ def attach(locator: tuple) -> Holder:
     served = _SERVED.get(locator[0])
     if served is not None and served[0] == os.getpid():
         return served[1]
-    return client_for(RemoteHolder, locator[0], locator, None, REACHES)
+    return client_for(RemoteHolder, locator[0], locator, None, ServedHolder.stands_in_for)
 
 
 def open_served(limits: Sequence, name: Optional[str]) -> Holder:

@@ -1,55 +1,44 @@
-"""A one-thread alarm clock: call a function at the earliest time asked for.
+"""The ledger's alarm: call a function at the earliest time asked for.
 
 The ledger uses it to grant a waiter the moment a rate limit lets it through, so
-nobody polls. The thread exists only while an alarm is set and ends when none is.
+nobody polls. It keeps one entry on the library's timer thread
+(:mod:`concurry_ray.timers`), replaced when an earlier time is asked for.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
-log = logging.getLogger("concurry_ray")
+from ..timers import Scheduled, call_at
 
 
 class Alarm:
-    """Calls ``action()`` (without any lock held) once the earliest requested time is reached."""
+    """Calls ``action()`` (without any lock held) once the earliest requested time is reached.
+
+    Times are read on ``clock``, the ledger's clock.
+    """
 
     def __init__(self, action: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> None:
         self._action = action
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._due = math.inf
-        self._thread: threading.Thread | None = None
+        self._entry: Optional[Scheduled] = None
 
     def at(self, when: float) -> None:
         """Make sure ``action`` runs at ``when`` (an earlier request wins)."""
-        with self._cond:
+        with self._lock:
             if when >= self._due:
                 return
+            if self._entry is not None:
+                self._entry.cancel()
             self._due = when
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="concurry-limits-alarm", daemon=True)
-                self._thread.start()
-            else:
-                self._cond.notify()
+            self._entry = call_at(time.monotonic() + (when - self._clock()), self._ring)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._due == math.inf:
-                        self._thread = None
-                        return
-                    remaining = self._due - self._clock()
-                    if remaining <= 0:
-                        self._due = math.inf
-                        break
-                    self._cond.wait(remaining)
-            try:
-                self._action()
-            except Exception:  # keep the alarm alive for the other waiters, and say what broke
-                log.exception("concurry_ray: limits alarm action failed")
+    def _ring(self) -> None:
+        with self._lock:
+            self._due, self._entry = math.inf, None
+        self._action()

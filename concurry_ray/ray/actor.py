@@ -22,7 +22,8 @@ import cloudpickle
 import ray
 
 from ..errors import WorkerInitError
-from ..host import Host, has_async_methods, init_failure, portable_error, public_methods
+from ..host import Host, init_failure, portable_error
+from ..methods import has_async_methods, public_methods
 from ..nested import collect, replace
 from ..protocol import Call, WorkerSpec
 

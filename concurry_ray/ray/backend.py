@@ -13,7 +13,8 @@ import ray
 
 from ..errors import WorkerCrashedError
 from ..futures import Future, cancelled, seconds_left, settle
-from ..host import has_async_methods, rebuild_init_error, unpicklable_argument
+from ..host import rebuild_init_error, unpicklable_argument
+from ..methods import has_async_methods
 from ..nested import collect_arguments
 from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
 from .actor import Failed, InStore, start_actor
@@ -141,7 +142,7 @@ class RayClient(WorkerClient):
                 exc = unpicklable_argument(call, str(exc).splitlines()[0], self.label)
             settle(future, error=exc)
             return
-        future._ray_ref = stored
+        future.native = stored
         is_async = self._async_actor and self._is_async(call.method)
         self._pending[call_id] = (call, future, is_async)
         if is_async:  # it runs beside the others on the actor's loop, so it takes no place in the window
@@ -160,7 +161,7 @@ class RayClient(WorkerClient):
                 self._send_one(*entry)
             return
         for (_, _, future), stored in zip(batch, refs[1:]):
-            future._ray_ref = stored
+            future.native = stored
         self._tasks += 1
         when_done(refs[0], functools.partial(self._batch_done, [call_id for call_id, _, _ in batch]))
 
@@ -208,10 +209,10 @@ class RayClient(WorkerClient):
             return  # already failed or handed back because the actor died
         if error is None:
             future = entry[1]
-            settle(future, stored_value(future._ray_ref, self.label) if type(value) is InStore else value)
+            settle(future, stored_value(future.native, self.label) if type(value) is InStore else value)
             return
         if unwrap:
-            when_done(entry[1]._ray_ref, _ignore)  # reads the error stored for the value too, so Ray does not report it unhandled
+            when_done(entry[1].native, _ignore)  # reads the error stored for the value too, so Ray does not report it unhandled
             error = unwrap_ray_error(error, self.label)
         if isinstance(error, WorkerCrashedError) and not self._stopping:
             self._pending[call_id] = entry
@@ -290,13 +291,8 @@ class RayBackend(Backend):
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
         return RayClient(start_actor(spec, self.actor_options), spec.cls, spec.label)
 
-    def membership(self, pool: Any, attach: Any = None) -> Any:
-        from .membership import RayMembership
-
-        return RayMembership(pool, attach)
-
     def passes_natively(self, value: Any) -> bool:
-        return getattr(value, "_ray_ref", None) is not None or isinstance(value, ray.ObjectRef)
+        return isinstance(value, ray.ObjectRef) or isinstance(getattr(value, "native", None), ray.ObjectRef)
 
     def native_form(self, value: Any) -> Any:
-        return value if isinstance(value, ray.ObjectRef) else value._ray_ref
+        return value if isinstance(value, ray.ObjectRef) else value.native

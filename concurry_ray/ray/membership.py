@@ -18,17 +18,16 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import ray
 
+from ..errors import WorkerCrashedError
 from ..host import rebuild_init_error
-from ..membership import LocalMembership, fail_all, resend
+from ..pools.dispatch import Dispatcher, Slot, fail_unstarted
+from ..pools.membership import Blueprint, LocalMembership
 from .backend import RayClient
 from .balancer import Counters, RemotePoolBalancer, unwrap
-
-if TYPE_CHECKING:
-    from ..pool import Pool, Slot
 
 log = logging.getLogger("concurry_ray")
 REPORT_BATCH_SECONDS = 0.02
@@ -46,29 +45,38 @@ BALANCER_TIMEOUT = 120.0
 
 @dataclasses.dataclass
 class AttachInfo:
-    """What a pickled Ray pool handle carries."""
+    """What a pickled Ray pool handle carries: enough to dispatch at once, without asking the balancer."""
 
     balancer: Any
     cls: type
     options: Any
     extras: dict
+    version: int
+    members: dict[int, Any]
 
 
-def attach_pool(info: AttachInfo) -> "Pool":
+def attach_pool(info: AttachInfo) -> Any:
     """Rebuild a pool handle from its pickled form (called by pickle)."""
     return info.cls._handle_class()(info.cls, info.options, (), {}, attach=info)
 
 
 class RayMembership(LocalMembership):
-    """Members held by the pool's balancer actor; this handle reports to it in batches."""
+    """Members held by the pool's balancer actor; this handle reports to it in batches.
 
-    def __init__(self, pool: "Pool", attach: Optional[AttachInfo]) -> None:
-        super().__init__(pool)
+    Only the creating handle (the owner) starts, resizes and health-checks the
+    pool; a copy attaches from what its pickle carries, without a round trip,
+    and learns of changes from its reports. A worker's death is reported to
+    the balancer by whichever handle sees it; the balancer replaces it once.
+    """
+
+    def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Optional[AttachInfo] = None) -> None:
+        super().__init__(blueprint, dispatcher)
         self.owner = attach is None
         self.handle_id = uuid.uuid4().hex
+        self._attach = attach
         if attach is None:
-            template = dataclasses.replace(pool._spec(), label=pool._label_base())
-            self.balancer = RemotePoolBalancer.remote(template, pool._backend.actor_options)
+            template = dataclasses.replace(blueprint.spec(), label=blueprint.label)
+            self.balancer = RemotePoolBalancer.remote(template, blueprint.backend.actor_options)
         else:
             self.balancer = attach.balancer
         self._version = -1
@@ -94,13 +102,17 @@ class RayMembership(LocalMembership):
         return [(i, self._client(i, actor)) for i, actor in sorted(members.items())]
 
     def _client(self, index: int, actor: Any) -> RayClient:
-        label = f"{self.pool._label_base()}#{index} (ray)"
-        return RayClient(actor, self.pool._cls, label, owner=self.owner)
+        label = f"{self.blueprint.label}#{index} (ray)"
+        return RayClient(actor, self.blueprint.cls, label, owner=self.owner)
 
     def initial(self, count: int) -> list:
-        if self.owner:
-            return self.start(count)
-        return self._clients(*self._call("members"))
+        if self._attach is not None:
+            return self._clients(self._attach.version, self._attach.members)
+        return self.start(count)
+
+    @property
+    def manages_pool(self) -> bool:
+        return self.owner
 
     def start(self, count: int) -> list:
         if count == 0:
@@ -108,59 +120,48 @@ class RayMembership(LocalMembership):
         version, members, failure = self._call("grow", count)
         if failure is not None:
             raise rebuild_init_error(*failure)
-        fresh = {i: a for i, a in members.items() if i not in self.pool._slots}
-        return self._clients(version, fresh)
+        known = set(self.dispatcher.indexes())
+        return self._clients(version, {i: a for i, a in members.items() if i not in known})
 
-    def replace(self, slot: "Slot", client: RayClient, error: BaseException, unstarted: list) -> None:
+    def worker_died(self, slot: Slot, client: RayClient, error: BaseException, unstarted: list) -> None:
         """Ask the balancer for the replacement (once for all handles), off the Ray callback thread."""
         threading.Thread(target=self._replace, args=(slot, client, error, unstarted), daemon=True).start()
 
-    def _replace(self, slot: "Slot", client: RayClient, error: BaseException, unstarted: list) -> None:
-        pool = self.pool
-        with pool._lock:
-            stopped = pool._stopped
-        if stopped:
-            fail_all(unstarted, error)
+    def _replace(self, slot: Slot, client: RayClient, error: BaseException, unstarted: list) -> None:
+        if self.dispatcher.closed:
+            fail_unstarted(unstarted, error)
             return
         try:
             self._sync(*self._call("replace", slot.index, client.actor._actor_id.hex()))
         except Exception as exc:
-            fail_all(unstarted, error)
-            if not pool._stopped:
+            fail_unstarted(unstarted, error)
+            if not self.dispatcher.closed:
                 log.error("concurry_ray: could not replace %s: %s", client.label, exc)
             return
-        with pool._lock:
-            resend(pool, slot, unstarted)
+        self.dispatcher.resend(slot, unstarted)
 
     def _sync(self, version: int, members: dict[int, Any]) -> None:
         """Make this handle's slots match the balancer's members."""
-        from ..pool import Slot
+        dispatcher = self.dispatcher
+        for index, actor in members.items():
+            slot = dispatcher.slot(index)
+            if slot is None or slot.client.actor._actor_id != actor._actor_id:
+                dispatcher.install(index, self._client(index, actor))
+        dispatcher.retire([index for index in dispatcher.indexes() if index not in members])
+        self._version = version
+        dispatcher.release_parked()
+        dispatcher.fail_parked_if_no_worker(
+            WorkerCrashedError(f"{self.blueprint.label} has no live worker left (replacements failed to start)")
+        )
 
-        pool = self.pool
-        with pool._lock:
-            for index, actor in members.items():
-                slot = pool._slots.get(index)
-                if slot is None:
-                    pool._slots[index] = slot = Slot(index, self._client(index, actor))
-                    pool._install(slot, slot.client)
-                elif slot.client.actor._actor_id != actor._actor_id:
-                    slot.restarts += 1
-                    pool._install(slot, self._client(index, actor))
-            pool._retire([slot for index, slot in pool._slots.items() if index not in members])
-            self._version = version
-            pool._release_parked()
-            if not pool._ready_slots() and pool._parked:
-                self._fail_parked()
+    def swap_out(self, slot: Slot) -> None:
+        """Replace an unhealthy worker: the balancer starts the new one, then the old one retires."""
+        if self.dispatcher.closed or slot.retired:
+            return
+        self.dispatcher.install_all(self.start(1))
+        self.retire(self.dispatcher.retire([slot.index]))
 
-    def _fail_parked(self) -> None:
-        from ..errors import WorkerCrashedError
-
-        error = WorkerCrashedError(f"{self.pool!r} has no live worker left (replacements failed to start)")
-        for parked in self.pool._parked:
-            parked.future.set_exception(error)
-        self.pool._parked.clear()
-
-    def retire(self, slots: list["Slot"]) -> None:
+    def retire(self, slots: list[Slot]) -> None:
         for slot in slots:
             slot.client.drain(None)
         self._version = self._call("retire", [s.index for s in slots])
@@ -183,7 +184,7 @@ class RayMembership(LocalMembership):
         except Exception as exc:  # the balancer is gone, and reporting with it
             if not self._closed:  # a copy outliving its pool is normal: the creating handle stopped it
                 level = logging.WARNING if self.owner else logging.DEBUG
-                log.log(level, "concurry_ray: %r cannot report to its balancer: %s", self.pool, exc)
+                log.log(level, "concurry_ray: the %s pool handle cannot report to its balancer: %s", self.blueprint.label, exc)
 
     def _report_until_closed(self) -> None:
         while True:
@@ -220,10 +221,7 @@ class RayMembership(LocalMembership):
 
     def _counters(self) -> tuple[dict[int, Counters], int]:
         """This handle's own counters per worker, and the calls it dispatched."""
-        pool = self.pool
-        with pool._lock:
-            mine = {s.index: (s.dispatched, s.in_flight, s.completed, s.failed) for s in pool._slots.values()}
-            return mine, pool._total_dispatched
+        return self.dispatcher.counters()
 
     def _since_joined(self, mine: dict[int, Counters], dispatched: int) -> tuple[dict[int, Counters], int]:
         """The counters to report: what changed since this handle last left the balancer
@@ -260,9 +258,9 @@ class RayMembership(LocalMembership):
 
     def stats(self, local: dict) -> dict:
         """Figures from the balancer: every handle's calls, not only this one's."""
-        if self.pool._stopped and self.owner:
+        if self.dispatcher.closed and self.owner:
             return local
-        if not self.pool._stopped:  # a stopped copy has left the balancer; reporting would join it again
+        if not self.dispatcher.closed:  # a stopped copy has left the balancer; reporting would join it again
             self.flush()
         shared = self._call("stats")
         workers = shared["workers"]
@@ -278,9 +276,7 @@ class RayMembership(LocalMembership):
         return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"])
 
     def stop_clients(self, deadline: Optional[float]) -> None:
-        pool = self.pool
-        clients = [s.client for s in pool._slots.values()] + list(pool._on_demand_clients)
-        for client in clients:
+        for client in self.dispatcher.clients():
             client.drain(deadline)
         with self._flusher_lock:
             self._closed = True
@@ -296,7 +292,7 @@ class RayMembership(LocalMembership):
             if flusher is not None:
                 flusher.join(BALANCER_TIMEOUT)  # so that no report of it reaches the balancer after the leave
             self._say_goodbye()
-        for client in pool._on_demand_clients:
+        for client in self.dispatcher.on_demand_clients():
             client.stop(deadline)
 
     def _say_goodbye(self) -> None:
@@ -306,15 +302,16 @@ class RayMembership(LocalMembership):
             if not self._leave():
                 self.flush()
         except Exception as exc:
-            log.debug("concurry_ray: %r stopped after its pool: %s", self.pool, exc)
+            log.debug("concurry_ray: a copy of %s stopped after its pool: %s", self.blueprint.label, exc)
 
     def reduce(self) -> Any:
-        pool = self.pool
-        if pool._stopped:
-            raise TypeError(f"{pool!r} is stopped and cannot be passed on")
+        if self.dispatcher.closed:
+            raise TypeError(f"the {self.blueprint.label} pool handle is stopped and cannot be passed on")
         was_shared = self._shared()
         self._pickled_at = time.monotonic()
         if not was_shared:  # a copy is being made: report now, and in short batches while it is joined
             self._hurry.set()
             self.touched()
-        return attach_pool, (AttachInfo(self.balancer, pool._cls, pool._options, pool._extras),)
+        members = {s.index: s.client.actor for s in self.dispatcher.live_slots()}
+        blueprint = self.blueprint
+        return attach_pool, (AttachInfo(self.balancer, blueprint.cls, blueprint.options, blueprint.extras, self._version, members),)

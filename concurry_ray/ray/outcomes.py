@@ -1,4 +1,11 @@
-"""Turning Ray ObjectRefs into concurry_ray Futures, with Ray's error wrappers removed."""
+"""Turning Ray ObjectRefs into concurry_ray Futures, with Ray's error wrappers removed.
+
+:data:`ADAPTER` is how ``concurry_ray.futures`` (which knows no backend) takes
+an ObjectRef wherever it takes a future: ``wrap_future(ref)``, ``wait``,
+``gather``, an argument of a pool call. It is registered by where it lives and
+loaded the first time one is needed once ``ray`` has been imported (see
+``concurry_ray.future_types``), so a program without Ray never imports this.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import ray
 from ray import exceptions as rex
 
 from ..errors import SerializationError, WorkerCrashedError
-from ..futures import Future, Stored, settle
+from ..futures import Adapter, Future, Stored, settle
 from .callback_thread import keep_thread_state
 
 log = logging.getLogger("concurry_ray")
@@ -67,9 +74,9 @@ def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseExcept
 
 
 def future_from_ref(ref: "ray.ObjectRef", label: str = "Ray actor") -> Future:
-    """A Future settled when ``ref`` is; it keeps the ref so it can be passed on unresolved."""
+    """A Future settled when ``ref`` is; it keeps the ref (``native``) so it can be passed on unresolved."""
     future = Future()
-    future._ray_ref = ref
+    future.native = ref
     future.set_running_or_notify_cancel()
     when_done(ref, lambda value, error: settle(future, value, error and unwrap_ray_error(error, label)))
     return future
@@ -93,3 +100,7 @@ def stored_value(ref: "ray.ObjectRef", label: str = "Ray actor") -> Stored:
             raise unwrap_ray_error(error, label) from None
 
     return Stored(fetch, fetch_async)
+
+
+ADAPTER = Adapter(ray.ObjectRef, future_from_ref)
+"""ObjectRefs for ``concurry_ray.futures``: each becomes a Future settled when Ray has the value."""

@@ -4,7 +4,7 @@ The actor lives in the namespace ``concurry_ray`` under the set's name (a
 generated ``limits-<id>`` when unnamed) and is created with get-if-exists
 semantics, so every driver, job or Serve replica that builds a LimitSet of that
 name attaches to the same budget. It needs no CPU. Calls do not go through Ray
-actor methods: the actor runs a :class:`~.server.Server` on its node's address,
+actor methods: the actor runs a :class:`~concurry_ray.limits.server.Server` on its node's address,
 and each process talks to it over one direct connection, a single network round
 trip per acquisition and none per release. Ray is used to create, find and
 restart the holder. A holder that Ray restarts starts conservatively: every rate
@@ -23,12 +23,12 @@ from typing import Any, Optional, Sequence
 
 import ray
 
-from ..ray.outcomes import ensure_ray
-from .client import RemoteHolder, client_for
-from .holders import EVERY_MODE, Holder, check_same
-from .ledger import Ledger
-from .models import definition
-from .server import Server
+from ..limits.client import RemoteHolder, client_for
+from ..limits.holders import EVERY_MODE, Holder, check_same
+from ..limits.ledger import Ledger
+from ..limits.models import definition
+from ..limits.server import Server
+from .outcomes import ensure_ray
 
 NAMESPACE = "concurry_ray"
 RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clients report what they hold

@@ -12,13 +12,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Callable
 
-from .futures import Future
-from .protocol import Call
-
-if TYPE_CHECKING:
-    from .pool import Pool, Slot
+from ..futures import Future
+from ..protocol import Call
+from .dispatch import Dispatcher, Slot
 
 log = logging.getLogger("concurry_ray")
 
@@ -26,8 +24,9 @@ log = logging.getLogger("concurry_ray")
 class HealthMonitor:
     """A daemon thread that checks a pool's workers until the pool stops."""
 
-    def __init__(self, pool: "Pool", method: str, interval: float) -> None:
-        self.pool = pool
+    def __init__(self, dispatcher: Dispatcher, swap_out: Callable[[Slot], None], method: str, interval: float) -> None:
+        self.dispatcher = dispatcher
+        self.swap_out = swap_out
         self.method = method
         self.interval = interval
         self.replaced = 0
@@ -37,11 +36,11 @@ class HealthMonitor:
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
-            for slot in self.pool._ready_slots():
+            for slot in self.dispatcher.ready_slots():
                 if not self._stopped.is_set() and not self._healthy(slot):
                     self._replace(slot)
 
-    def _healthy(self, slot: "Slot") -> bool:
+    def _healthy(self, slot: Slot) -> bool:
         future = slot.client.submit(Call(self.method, (), {}), Future())
         try:
             return bool(future.result(timeout=self.interval))
@@ -49,10 +48,10 @@ class HealthMonitor:
             log.warning("concurry_ray: health check %s() of %s failed: %r", self.method, slot.client.label, exc)
             return False
 
-    def _replace(self, slot: "Slot") -> None:
+    def _replace(self, slot: Slot) -> None:
         log.warning("concurry_ray: %s is unhealthy; replacing it", slot.client.label)
         try:
-            self.pool._replace_worker(slot)
+            self.swap_out(slot)
             self.replaced += 1
         except Exception as exc:
             if not self._stopped.is_set():

@@ -13,7 +13,7 @@ import itertools
 import random
 from typing import Any, Optional, Sequence
 
-from .enums import LoadBalancingAlgorithm, parse
+from ..enums import LoadBalancingAlgorithm, parse
 
 
 class Balancer:

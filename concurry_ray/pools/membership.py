@@ -1,0 +1,124 @@
+"""Who the workers of a pool are: starting, replacing and retiring them.
+
+A pool's membership is chosen by its mode (the ``membership`` of its row in
+``concurry_ray.modes``). The local one (thread and process modes, and single
+workers everywhere) spawns clients itself. The Ray one
+(``concurry_ray.ray.membership``) delegates to a balancer actor so that every
+copy of a pool handle, in any process of the cluster, sees the same workers and
+the same statistics. Either changes the pool only through its Dispatcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..protocol import Backend, WorkerClient, WorkerSpec
+from .dispatch import Dispatcher, Slot, fail_unstarted, stop_all
+
+log = logging.getLogger("concurry_ray")
+
+
+@dataclass
+class Blueprint:
+    """What a pool's workers are built from: the class, its arguments, options and shared extras."""
+
+    cls: type
+    args: tuple
+    kwargs: dict
+    options: Any
+    extras: dict
+    backend: Backend
+    _ids: Any = field(default_factory=itertools.count, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The pool's name in logs and errors: its ``name`` option, else the class name."""
+        return self.options.name or self.cls.__name__
+
+    def spec(self) -> WorkerSpec:
+        """The spec of one more worker (each gets the next number in its label)."""
+        label = f"{self.label}#{next(self._ids)} ({self.options.mode})"
+        return WorkerSpec(self.cls, self.args, self.kwargs, self.options, label, self.extras)
+
+    def spawn(self) -> WorkerClient:
+        """Start one more worker (its ``ready`` future tells when it is built)."""
+        return self.backend.spawn(self.spec())
+
+
+class LocalMembership:
+    """Workers spawned and replaced by the pool handle itself."""
+
+    def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Any = None) -> None:
+        self.blueprint = blueprint
+        self.dispatcher = dispatcher
+
+    def initial(self, count: int) -> list[tuple[int, WorkerClient]]:
+        """The pool's first workers."""
+        return self.start(count)
+
+    def start(self, count: int) -> list[tuple[int, WorkerClient]]:
+        """Start ``count`` workers, wait until built; WorkerInitError if any constructor failed."""
+        clients = [self.blueprint.spawn() for _ in range(count)]
+        errors = [c.ready.exception() for c in clients]
+        if any(errors):
+            for client in clients:
+                client.stop(time.monotonic())
+            raise next(e for e in errors if e is not None)
+        first = len(self.dispatcher.indexes())
+        return list(enumerate(clients, start=first))
+
+    def worker_died(self, slot: Slot, client: WorkerClient, error: BaseException, unstarted: list) -> None:
+        """A worker died: put a fresh one in its slot and re-send the calls it never started."""
+        if self.dispatcher.closed or slot.retired or slot.client is not client:
+            fail_unstarted(unstarted, error)
+            return
+        log.warning("concurry_ray: %s; starting a replacement", error)
+        fresh = self.blueprint.spawn()
+        if not self.dispatcher.swap(slot, client, fresh):
+            fresh.stop(time.monotonic())
+            fail_unstarted(unstarted, error)
+            return
+        self.dispatcher.resend(slot, unstarted)
+
+    def swap_out(self, slot: Slot) -> None:
+        """Put a fresh worker in place of ``slot``'s (an unhealthy one); the old one finishes its calls, then stops."""
+        if self.dispatcher.closed or slot.retired:
+            return
+        self.dispatcher.install_all(self.start(1))
+        self.retire(self.dispatcher.retire([slot.index]))
+
+    def retire(self, slots: list[Slot]) -> None:
+        """Stop workers removed by a resize, after their calls finish."""
+        for slot in slots:
+            slot.client.stop(None)
+
+    def touched(self) -> None:
+        """Called after every dispatch and completion (the Ray membership reports them)."""
+
+    def others_load(self) -> dict[int, tuple[int, int]]:
+        """In-flight and total calls other handles sent to each worker (none for local pools)."""
+        return {}
+
+    def stats(self, local: dict) -> dict:
+        """The pool statistics; local pools have only their own."""
+        return local
+
+    def stop_clients(self, deadline: Optional[float]) -> None:
+        """Stop every worker of the pool, in parallel, by ``deadline``."""
+        stop_all(self.dispatcher.clients(), deadline)
+
+    @property
+    def manages_pool(self) -> bool:
+        """Whether this handle starts, replaces and health-checks the workers (copies of Ray handles do not)."""
+        return True
+
+    def reduce(self) -> Any:
+        """How a handle is pickled: local pools cannot leave their process."""
+        raise TypeError(
+            f"a {self.blueprint.options.mode!r} pool handle cannot be pickled; only mode='ray' pools can be "
+            "passed to other processes, tasks and actors"
+        )
