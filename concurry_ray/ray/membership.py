@@ -154,13 +154,6 @@ class RayMembership(LocalMembership):
             WorkerCrashedError(f"{self.blueprint.label} has no live worker left (replacements failed to start)")
         )
 
-    def swap_out(self, slot: Slot) -> None:
-        """Replace an unhealthy worker: the balancer starts the new one, then the old one retires."""
-        if self.dispatcher.closed or slot.retired:
-            return
-        self.dispatcher.install_all(self.start(1))
-        self.retire(self.dispatcher.retire([slot.index]))
-
     def retire(self, slots: list[Slot]) -> None:
         for slot in slots:
             slot.client.drain(None)
