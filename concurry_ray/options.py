@@ -7,6 +7,7 @@ with a :class:`ConfigError` that names the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -15,11 +16,14 @@ from .defaults import STORE
 from .enums import LoadBalancingAlgorithm, RetryAlgorithm, parse
 from .errors import ConfigError, closest
 from .modes import backend_class, canonical_mode
-from .retry import RETRY_OPTIONS
+from .ray.option_names import actor_option_names
+from .retry import RETRY_OPTIONS, check_number
 from .retry import check_option as check_retry_option
 
 PerMethod = Union[Any, dict]
 RAY_SHORTHANDS = ("num_cpus", "num_gpus", "resources", "memory")  # concurry's top-level spellings of actor_options
+FLAGS = ("blocking", "on_demand", "unwrap_futures")
+AMOUNTS = ("num_cpus", "num_gpus", "memory", "object_store_memory")  # actor_options that reserve a quantity
 
 
 def _check_retry_field(value: Any, info: ValidationInfo) -> Any:
@@ -71,6 +75,10 @@ class WorkerOptions(BaseModel):
             return data
         given = {key: data[key] for key in RAY_SHORTHANDS if key in data}
         actor_options = data.get("actor_options") or {}
+        if not isinstance(actor_options, dict):
+            raise ValueError(
+                f"actor_options={actor_options!r} must be a dict of Ray actor options, not {type(actor_options).__name__}"
+            )
         clash = sorted(set(given) & set(actor_options))
         if clash:
             raise ValueError(f"{', '.join(clash)} given both as an option and in actor_options={actor_options!r}; give it once")
@@ -94,28 +102,46 @@ class WorkerOptions(BaseModel):
 
         return check_limits_option(value)
 
-    @field_validator("max_workers", "max_queued_tasks")
+    @field_validator(*FLAGS, mode="before")
     @classmethod
-    def _non_negative(cls, value: Optional[int], info) -> Optional[int]:
-        if value is not None and value < 0:
-            raise ValueError(f"{info.field_name}={value} must be >= 0")
+    def _flag(cls, value: Any, info: ValidationInfo) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{info.field_name}={value!r} must be True or False, not {type(value).__name__}")
         return value
+
+    @field_validator("max_workers", "max_queued_tasks", mode="before")
+    @classmethod
+    def _pool_sizes(cls, value: Any, info: ValidationInfo) -> Optional[int]:
+        field = info.field_name
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{field}={value!r} must be an integer or None, not {type(value).__name__}")
+        if field == "max_queued_tasks" and value < 1:
+            raise ValueError(
+                f"max_queued_tasks={value!r} must be >= 1, or None for an unbounded queue "
+                "(with no room in the queue every call would wait forever)"
+            )
+        if value < 0:
+            raise ValueError(f"{field}={value!r} must be >= 0")
+        return int(value)
 
     _retry_option = field_validator(*RETRY_OPTIONS)(_check_retry_field)
 
-    @field_validator("health_check_interval")
+    @field_validator("health_check_interval", mode="before")
     @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"health_check_interval={value} must be > 0 seconds")
-        return value
+    def _positive_interval(cls, value: Any) -> float:
+        return check_number("health_check_interval", value, 0, above=True)
 
-    @field_validator("call_timeout")
+    @field_validator("call_timeout", mode="before")
     @classmethod
-    def _positive_timeout(cls, value: Optional[float]) -> Optional[float]:
-        if value is not None and value <= 0:
-            raise ValueError(f"call_timeout={value} must be > 0 seconds")
-        return value
+    def _positive_timeout(cls, value: Any) -> Optional[float]:
+        return None if value is None else check_number("call_timeout", value, 0, above=True)
+
+    @field_validator("actor_options", mode="before")
+    @classmethod
+    def _actor_options(cls, value: Any, info: ValidationInfo) -> dict:
+        return check_actor_options(value, info.data.get("mode"))
 
     @field_validator("mp_context")
     @classmethod
@@ -128,6 +154,7 @@ class WorkerOptions(BaseModel):
     @model_validator(mode="after")
     def _pool_shape(self) -> "WorkerOptions":
         backend = backend_class(self.mode)
+        backend.check_options(self)
         if self.max_workers is not None and self.max_workers != 1 and not backend.supports_pools:
             raise ValueError(
                 f"max_workers={self.max_workers} is not allowed in mode {self.mode!r}: "
@@ -161,6 +188,35 @@ class WorkerOptions(BaseModel):
         if self.load_balancing is not None:
             return self.load_balancing
         return LoadBalancingAlgorithm.Random if self.on_demand else LoadBalancingAlgorithm.RoundRobin
+
+
+def check_actor_options(value: Any, mode: Optional[str]) -> dict:
+    """``value`` if it is a dict of options Ray's actor ``.options()`` accepts, with sensible amounts.
+
+    In mode "ray" the keys are checked against Ray's own table (importing Ray, as
+    that mode's backend does anyway); in other modes, where actor_options only travel
+    in the options, against the names Ray documents, so that Ray stays unimported.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"actor_options={value!r} must be a dict of Ray actor options, not {type(value).__name__}")
+    allowed = actor_option_names(load_ray=mode == "ray")
+    unknown = [key for key in value if key not in allowed]
+    if unknown:
+        hints = "; ".join(f"{key!r}{closest(key, allowed)}" for key in unknown)
+        raise ValueError(
+            f"actor_options={value!r}: Ray's actor .options() does not accept {hints}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    for key in AMOUNTS:
+        if value.get(key) is not None:
+            check_number(f"actor_options[{key!r}]", value[key], 0)
+    resources = value.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise ValueError(f"actor_options['resources']={resources!r} must be a dict of resource name -> amount")
+        for name, amount in resources.items():
+            check_number(f"actor_options['resources'][{name!r}]", amount, 0)
+    return value
 
 
 def configured_default(option: str, mode: Optional[str] = None) -> Any:

@@ -112,6 +112,10 @@ class Backend(ABC):
     def __init__(self, options: Any) -> None:
         self.options = options
 
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """Raise ConfigError if ``options`` can never work in this mode (called by ``.options()``)."""
+
     @abstractmethod
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
         """Start a worker; return its client at once (``client.ready`` tells when it is built)."""

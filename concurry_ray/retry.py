@@ -15,7 +15,8 @@ record of the call (attempt number, method, arguments, elapsed time):
   each attempt returned or raised.
 * **the backoff** decides how long to wait before attempt n+1:
   ``retry_algorithm`` scales ``retry_wait`` (``fixed``: w, ``linear``: n·w,
-  ``fibonacci``: fib(n)·w, ``exponential``: 2ⁿ⁻¹·w), ``retry_max_wait`` caps it,
+  ``fibonacci``: fib(n)·w, ``exponential``: 2ⁿ⁻¹·w), ``retry_max_wait`` caps it
+  (and :data:`LONGEST_WAIT` always does, so thousands of retries never overflow),
   and ``retry_jitter`` (a fraction in [0, 1]) removes a random part of it, so a
   jitter of 0.3 sleeps between 70 % and 100 % of the computed wait and 0 sleeps
   exactly that long. Jitter spreads out workers that failed together.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import numbers
 import random
 import threading
 import time
@@ -62,6 +64,14 @@ RETRY_OPTIONS = (
 # ----- backoff ------------------------------------------------------------------
 
 
+LONGEST_WAIT = 1e9
+"""The longest wait between attempts, in seconds (about 31 years: "never" that ``time.sleep`` still accepts).
+A backoff that grows past it (no ``retry_max_wait``, thousands of retries) waits this long instead of overflowing."""
+_GROWTH_STEPS = 1500
+"""Failures after which the exponential and Fibonacci factors (2**1499, fib(1500)) exceed any float: counting
+further changes nothing but the cost of the big integer."""
+
+
 def _fibonacci(n: int) -> int:
     a, b = 1, 1
     for _ in range(n - 1):
@@ -69,12 +79,13 @@ def _fibonacci(n: int) -> int:
     return a
 
 
-BACKOFF: dict[RetryAlgorithm, Callable[[float, int], float]] = {
-    RetryAlgorithm.Exponential: lambda wait, n: wait * 2 ** (n - 1),
-    RetryAlgorithm.Linear: lambda wait, n: wait * n,
-    RetryAlgorithm.Fibonacci: lambda wait, n: wait * _fibonacci(n),
-    RetryAlgorithm.Fixed: lambda wait, n: wait,
+BACKOFF: dict[RetryAlgorithm, Callable[[int], int]] = {
+    RetryAlgorithm.Exponential: lambda n: 2 ** (min(n, _GROWTH_STEPS) - 1),
+    RetryAlgorithm.Linear: lambda n: n,
+    RetryAlgorithm.Fibonacci: lambda n: _fibonacci(min(n, _GROWTH_STEPS)),
+    RetryAlgorithm.Fixed: lambda n: 1,
 }
+"""The factor each algorithm multiplies ``retry_wait`` by after the n-th failure (an exact integer)."""
 
 
 @dataclass(frozen=True)
@@ -90,31 +101,46 @@ class Backoff:
         object.__setattr__(self, "algorithm", parse(RetryAlgorithm, self.algorithm, "retry_algorithm"))
 
     def seconds(self, failures: int, rng: random.Random) -> float:
-        """The wait after ``failures`` failed attempts, capped, then reduced by up to ``jitter`` of itself."""
-        wait = BACKOFF[self.algorithm](self.wait, failures)
-        if self.max_wait is not None:
-            wait = min(wait, self.max_wait)
-        return wait * (1.0 - self.jitter * rng.random())
+        """The wait after ``failures`` failed attempts, capped, then reduced by up to ``jitter`` of itself.
+
+        Never raises for a large ``failures``: a wait too large for a float is capped like any other
+        (by ``max_wait``, else :data:`LONGEST_WAIT`).
+        """
+        cap = LONGEST_WAIT if self.max_wait is None else min(self.max_wait, LONGEST_WAIT)
+        return min(self._grown(failures), cap) * (1.0 - self.jitter * rng.random())
+
+    def _grown(self, failures: int) -> float:
+        if self.wait == 0:
+            return 0.0
+        try:
+            return self.wait * BACKOFF[self.algorithm](failures)
+        except OverflowError:  # the integer factor does not fit a float
+            return math.inf
 
 
 # ----- checking options (used by WorkerOptions' validators) ----------------------
 
 
-def _number(field: str, value: Any, low: float, high: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field}={value!r} must be a number of seconds or a fraction, not {type(value).__name__}")
+def check_number(field: str, value: Any, low: float, high: Optional[float] = None, *, above: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) ``>= low`` (``> low`` when ``above``)
+    and ``<= high``; else ValueError naming ``field``, the value and what is allowed.
+
+    The one check of every number of seconds, fraction or amount an option takes.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{field}={value!r} must be a number, not {type(value).__name__}")
     if not math.isfinite(value):
-        raise ValueError(f"{field}={value!r} must be a finite number")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{field}={value!r} must be a finite number (not NaN or an infinity)")
+    if value < low or (above and value == low) or (high is not None and value > high):
+        allowed = f"{'>' if above else '>='} {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{field}={value!r} must be {allowed}")
     return float(value)
 
 
 def _count(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{field}={value!r} must be an integer >= 0 (how many attempts after the first)")
-    return value
+    return int(value)
 
 
 def _algorithm(field: str, value: Any) -> RetryAlgorithm:
@@ -152,9 +178,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "num_retries": _count,
     "retry_on": _retry_on,
     "retry_algorithm": _algorithm,
-    "retry_wait": lambda field, value: _number(field, value, 0),
-    "retry_jitter": lambda field, value: _number(field, value, 0, 1),
-    "retry_max_wait": lambda field, value: None if value is None else _number(field, value, 0),
+    "retry_wait": lambda field, value: check_number(field, value, 0),
+    "retry_jitter": lambda field, value: check_number(field, value, 0, 1),
+    "retry_max_wait": lambda field, value: None if value is None else check_number(field, value, 0),
     "retry_until": _retry_until,
 }
 

@@ -13,6 +13,12 @@ from concurry_ray.host import Host, describe_unpicklable, init_failure, portable
 from ._live import close_forgotten_workers
 
 
+def packed(value) -> tuple[str, bytes]:
+    """The type name of ``value`` and its pickle, sent apart so the parent can tell which value it
+    could not unpickle and carry on reading."""
+    return type(value).__qualname__, cloudpickle.dumps(value)
+
+
 def child_main(conn, spec_bytes: bytes) -> None:
     """Build the host, then run calls from ``conn`` until told to stop or the pipe closes."""
     send_lock = threading.Lock()
@@ -27,10 +33,11 @@ def child_main(conn, spec_bytes: bytes) -> None:
         where = f"{spec.label}, pid {os.getpid()}"
         host = Host(spec)
     except WorkerInitError as exc:
-        send(init_failure(exc, where, cloudpickle.dumps))
+        message, cause = init_failure(exc, where, cloudpickle.dumps)
+        send((message, *packed(cause)))
         return
     except BaseException as exc:
-        send((f"worker could not be unpickled in {where}: {exc}", portable_error(exc, where, cloudpickle.dumps)))
+        send((f"worker could not be unpickled in {where}: {exc}", *packed(portable_error(exc, where, cloudpickle.dumps))))
         return
     send(None)
 
@@ -38,9 +45,10 @@ def child_main(conn, spec_bytes: bytes) -> None:
         if not ok:
             value = portable_error(value, where, cloudpickle.dumps)
         try:
-            send((call_id, ok, value, host.retries))
+            send((call_id, ok, *packed(value), host.retries))
         except Exception as exc:
-            send((call_id, False, describe_unpicklable("the result", value, exc, where), host.retries))
+            error = describe_unpicklable("the result", value, exc, where)
+            send((call_id, False, *packed(error), host.retries))
 
     pending: set = set()
 

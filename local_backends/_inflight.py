@@ -18,7 +18,7 @@ def run_call(host: Host, call: Call, future: Future, in_flight: Optional["InFlig
     event loop and settles ``future`` when it ends; ``in_flight``, when given,
     tracks it until then.
     """
-    if not future.set_running_or_notify_cancel():
+    if not start(future):
         return
     if host.is_async(call.method):
         if in_flight is not None:
@@ -29,6 +29,15 @@ def run_call(host: Host, call: Call, future: Future, in_flight: Optional["InFlig
         settle(future, host.run(call))
     except BaseException as exc:
         settle(future, error=exc)
+
+
+def start(future: Future) -> bool:
+    """Mark ``future`` running; False if it was cancelled or settled already (its ``call_timeout``
+    may pass while the call waits in a worker's queue), so the call is skipped."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:  # settled already
+        return False
 
 
 def cancel_each(futures: Iterable[cf.Future], error: Callable[[], BaseException]) -> None:

@@ -7,7 +7,7 @@ from threading import Thread
 from typing import Optional
 
 from concurry_ray.errors import WorkerInitError
-from concurry_ray.futures import Future, seconds_left
+from concurry_ray.futures import Future, seconds_left, settle
 from concurry_ray.host import Host
 from concurry_ray.protocol import Backend, Call, WorkerClient, WorkerSpec
 
@@ -43,6 +43,7 @@ class ThreadClient(WorkerClient):
         except WorkerInitError as exc:
             self._alive = False
             self.ready.set_exception(exc)
+            self._refuse(exc)
             return
         self._host = host
         self.ready.set_result(None)
@@ -59,6 +60,11 @@ class ThreadClient(WorkerClient):
             if item is _STOP:
                 return
             run_call(host, *item, self._async_calls)
+
+    def _refuse(self, error: WorkerInitError) -> None:
+        """Fail with ``error`` every call sent to this worker, whose constructor failed, until stop()."""
+        while (item := self._queue.get()) is not _STOP:
+            settle(item[1], error=error)
 
     def stop(self, deadline: Optional[float]) -> None:
         self._deadline = deadline

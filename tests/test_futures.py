@@ -535,3 +535,25 @@ def test_a_registered_adapter_is_loaded_once_its_module_is_imported(monkeypatch)
     assert home.ADAPTER in futures_module._adapters
     assert ("token_lib", "token_adapter_home:ADAPTER") not in futures_module._waiting
 
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_cancelled_argument_future_cancels_the_call(w):
+    blocker = cf.Future()
+    call = w.echo(blocker)
+    blocker.cancel()
+    with pytest.raises(cf.CancelledError):
+        call.result(timeout=10)
+    assert call.cancelled()
+    assert w.echo("after").result(timeout=30) == "after"
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_an_asyncio_future_argument_settled_later_on_its_own_loop(w):
+    async def main() -> object:
+        pending = asyncio.get_running_loop().create_future()
+        call = w.echo(pending)
+        asyncio.get_running_loop().call_later(0.05, pending.set_result, 7)
+        return await asyncio.wait_for(asyncio.wrap_future(call), timeout=30)
+
+    assert asyncio.run(main()) == 7

@@ -245,7 +245,7 @@ def test_aliases_are_accepted():
         ({"mode": "thread", "max_workers": -1}, "max_workers=-1 must be >= 0"),
         ({"mode": "thread", "max_workers": 0}, "max_workers=0 is only allowed with on_demand=True"),
         ({"mode": "thread", "load_balancing": "fastest"}, "load_balancing='fastest' is not a known LoadBalancingAlgorithm"),
-        ({"mode": "thread", "max_queued_tasks": -2}, "max_queued_tasks=-2 must be >= 0"),
+        ({"mode": "thread", "max_queued_tasks": -2}, "max_queued_tasks=-2 must be >= 1"),
         ({"mode": "process", "mp_context": "threads"}, "mp_context='threads' is not one of"),
         ({"mode": "thread", "blocking": "maybe"}, "blocking='maybe'"),
     ],

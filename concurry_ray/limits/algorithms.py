@@ -12,6 +12,8 @@ thread, in a limits server and in tests on a fake clock. The ledger asks
     available(now)          units that could be granted now (for stats)
     saturate(now, grace)    start conservatively after a restart: as if everything had
                             just been used
+    restorable(amount)      whether a grant made before a restart still fits
+    restore(amount)         count such a grant
 
 Each algorithm keeps its promise however requests and refunds interleave; the
 property tests in ``tests/test_limits_algorithms.py`` check it on a fake clock.
@@ -65,6 +67,10 @@ class Meter(ABC):
     @abstractmethod
     def saturate(self, now: float, grace: float) -> None:
         """Behave as if the whole capacity had just been used (after a holder restart)."""
+
+    def restorable(self, amount: float) -> bool:
+        """Whether ``restore(amount)`` keeps the promise (rate meters: always, being saturated)."""
+        return True
 
     def restore(self, amount: float) -> Receipt:
         """Count a grant made before a restart; rate meters are saturated instead."""
@@ -317,6 +323,9 @@ class Resource(Meter):
 
     def saturate(self, now: float, grace: float) -> None:
         self._closed_until = now + grace
+
+    def restorable(self, amount: float) -> bool:
+        return self._held + amount <= self.capacity + self._slack
 
     def restore(self, amount: float) -> Receipt:
         return self.take(amount, -math.inf)

@@ -23,11 +23,12 @@ from .wakeup import Alarm
 
 
 class Grant:
-    """Units granted to one request: a receipt per key."""
+    """Units granted to one request: the ``amounts`` asked for and a receipt per key."""
 
-    __slots__ = ("receipts",)
+    __slots__ = ("amounts", "receipts")
 
-    def __init__(self, receipts: dict[str, Receipt]) -> None:
+    def __init__(self, amounts: Mapping[str, float], receipts: dict[str, Receipt]) -> None:
+        self.amounts = amounts
         self.receipts = receipts
 
 
@@ -96,10 +97,18 @@ class Ledger:
             granted = self._pump(now) if self._queue else ()
         _notify(granted)
 
-    def adopt(self, amounts: Mapping[str, float]) -> Grant:
-        """Count units granted by a previous incarnation of this holder (after a restart)."""
+    def adopt(self, amounts: Mapping[str, float]) -> Optional[Grant]:
+        """Count units granted by a previous incarnation of this holder (after a restart).
+
+        None, counting nothing, if they no longer fit: a lease reported after
+        the grace period may find its resources given to others meanwhile, and
+        a capacity is never exceeded.
+        """
         with self._lock:
-            return Grant({key: self._meters[key].restore(amount) for key, amount in amounts.items() if key in self._meters})
+            meters = self._meters
+            if not all(meters[key].restorable(amount) for key, amount in amounts.items()):
+                return None
+            return Grant(amounts, {key: meters[key].restore(amount) for key, amount in amounts.items()})
 
     def saturate(self, grace: float) -> None:
         """Start conservatively after a restart: rates as if just used up, resources closed for ``grace`` s."""
@@ -122,7 +131,7 @@ class Ledger:
     def _take(self, amounts: Mapping[str, float], now: float) -> Grant:
         self.granted += 1
         meters = self._meters
-        return Grant({key: meters[key].take(amount, now) for key, amount in amounts.items()})
+        return Grant(amounts, {key: meters[key].take(amount, now) for key, amount in amounts.items()})
 
     def _delay(self, amounts: Mapping[str, float], now: float) -> float:
         return max((self._meters[key].delay(amount, now) for key, amount in amounts.items()), default=0.0)

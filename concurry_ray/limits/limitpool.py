@@ -101,16 +101,14 @@ class LimitPool:
         ``TimeoutError`` after ``timeout`` seconds; ``ConfigError`` at once if
         no set could ever grant ``requested``.
         """
-        check_timeout(timeout)
-        pending = PoolAcquisition(self._candidates(requested), requested, timeout)
+        pending = PoolAcquisition(self._candidates(requested), requested, check_timeout(timeout))
         return pending if in_event_loop() else pending.__enter__()
 
     async def async_acquire(
         self, requested: Optional[Mapping[str, float]] = None, timeout: Optional[float] = None
     ) -> LimitSetAcquisition:
         """``acquire`` for async code: the granting set's held acquisition, without blocking the event loop."""
-        check_timeout(timeout)
-        return await PoolAcquisition(self._candidates(requested), requested, timeout).__aenter__()
+        return await PoolAcquisition(self._candidates(requested), requested, check_timeout(timeout)).__aenter__()
 
     def try_acquire(self, requested: Optional[Mapping[str, float]] = None) -> LimitSetAcquisition:
         """Units from the first set, in this turn's order, that grants them at once, without waiting.

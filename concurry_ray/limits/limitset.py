@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, closest
@@ -97,16 +98,14 @@ class LimitSet:
         ``TimeoutError``. Unknown keys and amounts above a key's capacity raise
         ``ConfigError`` at once, naming the key.
         """
-        check_timeout(timeout)
-        acquisition = LimitSetAcquisition(self, self.amounts(requested), timeout)
+        acquisition = LimitSetAcquisition(self, self.amounts(requested), check_timeout(timeout))
         return acquisition if in_event_loop() else acquisition.__enter__()
 
     async def async_acquire(
         self, requested: Optional[Mapping[str, float]] = None, timeout: Optional[float] = None
     ) -> "LimitSetAcquisition":
         """``acquire`` for async code: the held acquisition, waited for without blocking the event loop."""
-        check_timeout(timeout)
-        return await LimitSetAcquisition(self, self.amounts(requested), timeout).__aenter__()
+        return await LimitSetAcquisition(self, self.amounts(requested), check_timeout(timeout)).__aenter__()
 
     def try_acquire(self, requested: Optional[Mapping[str, float]] = None) -> "LimitSetAcquisition":
         """Take ``requested`` now if it is available, without waiting.
@@ -214,10 +213,14 @@ class LimitSet:
         return f"<LimitSet [{keys}] {where}{named}>"
 
 
-def check_timeout(timeout: Optional[float]) -> None:
-    """ConfigError unless ``timeout`` is None or a number of seconds >= 0."""
+def check_timeout(timeout: Optional[float]) -> Optional[float]:
+    """``timeout`` as holders take it: None for no limit (also ``inf`` and anything too long to wait out).
+
+    ConfigError unless ``timeout`` is None or a number of seconds >= 0.
+    """
     if timeout is not None and not _within(timeout, math.inf):
         raise ConfigError(f"timeout={timeout!r} must be None (wait as long as needed) or a number of seconds >= 0")
+    return None if timeout is None or timeout >= threading.TIMEOUT_MAX else timeout
 
 
 def in_event_loop() -> bool:

@@ -1,6 +1,6 @@
 """The ``limits=`` option of ``Worker.options()``: what it accepts, and the limits a pool's workers share.
 
-* ``None``: no limits.
+* ``None`` (or an empty list): no limits.
 * A list of limits: one shared LimitSet for the whole pool, held where the
   pool's mode needs it and removed when the pool stops.
 * A LimitSet or a LimitPool: used as given; it must reach workers of the pool's mode.
@@ -33,7 +33,7 @@ def check_limits_option(limits: Any) -> Any:
 
 def pool_limits(limits: Any, mode: str) -> Optional[Union[LimitSet, LimitPool]]:
     """What a pool in ``mode`` hands its workers for the ``limits=`` option (None: no limits)."""
-    if check_limits_option(limits) is None:
+    if check_limits_option(limits) is None or (isinstance(limits, (list, tuple)) and not limits):
         return None
     if isinstance(limits, (list, tuple)):
         if not _all_limit_sets(limits):

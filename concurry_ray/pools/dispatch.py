@@ -23,7 +23,6 @@ import threading
 import time
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
-from queue import SimpleQueue
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from ..errors import PoolStoppedError
@@ -33,7 +32,7 @@ from .balancing import Balancer
 from .crashes import follow_crashes
 
 log = logging.getLogger("concurry_ray")
-REAPER_STOP_SECONDS = 30.0
+REAP_GRACE_SECONDS = 5.0  # an on-demand worker whose call is done gets this long to exit
 
 
 class Listener(Protocol):
@@ -112,8 +111,8 @@ class Dispatcher:
     """Sends each call to a worker with room, or parks it (highest priority first) until one has room.
 
     ``spawn()`` builds one on-demand worker; ``crash_budget`` says per method how
-    often a call whose worker died may be re-sent; ``describe()`` names the pool
-    in error messages.
+    often a call whose worker died may be re-sent; ``describe(dispatcher)`` names
+    the pool in error messages.
     """
 
     def __init__(
@@ -122,7 +121,7 @@ class Dispatcher:
         balancer: Balancer,
         spawn: Callable[[], WorkerClient],
         crash_budget: dict[str, int],
-        describe: Callable[[], str],
+        describe: Callable[["Dispatcher"], str],
     ) -> None:
         self._options = options
         self._balancer = balancer
@@ -140,7 +139,8 @@ class Dispatcher:
         self._crash_retries = 0
         self._past_retries = 0  # retries made by workers that were replaced or reaped
         self._on_demand: set = set()
-        self._reaper: Optional[_Reaper] = None
+        self._reaper = _Reaper(self._reaped)
+        self._unserved: Optional[BaseException] = None  # why calls fail at once: no worker is left, none can be built
 
     def connect(self, listener: Listener) -> None:
         """Tell ``listener`` (the pool's membership) about deaths, activity and other handles' loads."""
@@ -154,6 +154,7 @@ class Dispatcher:
             if slot is None:
                 slot = self._slots[index] = Slot(index, client)
                 self._roster_changed()
+                self._unserved = None
             elif slot.client is not client:
                 self._past_retries += slot.client.retries() or 0
                 slot.restarts += 1
@@ -249,9 +250,12 @@ class Dispatcher:
     def _dispatch_once(self, call: Call, priority: int = 0) -> Future:
         with self._lock:
             if self._closed:
-                raise PoolStoppedError(f"{self._describe()} is stopped; {call.method}() was not run")
+                raise PoolStoppedError(f"{self._describe(self)} is stopped; {call.method}() was not run")
             future = self._try_send(call)
-            if future is None:
+            if future is None and self._unserved is not None and not self._roster:
+                future = Future()
+                future.set_exception(self._unserved)
+            elif future is None:
                 future = Future()
                 heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
                 # A call may have finished (without the lock) since _try_send looked.
@@ -367,11 +371,14 @@ class Dispatcher:
         for p in parked:
             settle(p.future, error=error)
 
-    def fail_parked_if_no_worker(self, error: BaseException) -> None:
-        """Fail the parked calls with ``error`` when no worker can take calls now or later."""
+    def no_worker_left(self, error: BaseException) -> None:
+        """No worker is left and none can be built: fail the parked calls with ``error``, and the
+        calls made from now on, until a worker is installed again."""
         with self._lock:
-            if self._parked and not self.ready_slots():
-                self.fail_parked(error)
+            if self._roster:
+                return
+            self._unserved = error
+            self.fail_parked(error)
 
     def queued(self) -> int:
         """How many calls wait in the pool's queue."""
@@ -395,13 +402,12 @@ class Dispatcher:
         with self._lock:
             parked, self._parked = self._parked, []
         for p in parked:
-            error = PoolStoppedError(f"{self._describe()} stopped before this call was sent")
+            error = PoolStoppedError(f"{self._describe(self)} stopped before this call was sent")
             p.future.cancel() or settle(p.future, error=error)
 
-    def stop_reaper(self) -> None:
-        """End the thread that stops finished on-demand workers."""
-        if self._reaper is not None:
-            self._reaper.close()
+    def stop_reaper(self, deadline: Optional[float]) -> None:
+        """Wait, until ``deadline`` at the latest, for the finished on-demand workers being stopped."""
+        self._reaper.close(deadline)
 
     # ----- on-demand workers --------------------------------------------------
     def _send_on_demand(self, call: Call) -> Future:
@@ -413,11 +419,7 @@ class Dispatcher:
         return client.submit(call, future)
 
     def _on_demand_done(self, client: WorkerClient) -> None:
-        if self._reaper is None:
-            with self._lock:
-                if self._reaper is None:
-                    self._reaper = _Reaper(self._reaped)
-        self._reaper.queue.put(client)
+        self._reaper.reap(client)
         with self._lock:
             self._on_demand.discard(client)
             self.release_parked()
@@ -470,25 +472,36 @@ def fail_unstarted(unstarted: list, error: BaseException) -> None:
 
 
 class _Reaper:
-    """A thread that stops finished on-demand workers (never from their own thread)."""
+    """Stops finished on-demand workers (never from their own thread), each in a thread of its own,
+    so a worker still busy (its call timed out or was cancelled) holds up no other.
+
+    A worker gets ``REAP_GRACE_SECONDS`` to finish; then a process is killed, a thread abandoned.
+    """
 
     def __init__(self, on_stopped: Callable[[WorkerClient], None]) -> None:
-        self.queue: SimpleQueue = SimpleQueue()
         self._on_stopped = on_stopped
-        self._thread = threading.Thread(target=self._run, name="concurry-reaper", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._stopping: set[threading.Thread] = set()
 
-    def _run(self) -> None:
-        while True:
-            client = self.queue.get()
-            if client is None:
-                return
-            client.stop(None)
-            self._on_stopped(client)
+    def reap(self, client: WorkerClient) -> None:
+        """Stop ``client`` in the background."""
+        thread = threading.Thread(target=self._stop, args=(client,), name="concurry-reaper", daemon=True)
+        with self._lock:
+            self._stopping.add(thread)
+        thread.start()
 
-    def close(self) -> None:
-        self.queue.put(None)
-        self._thread.join(timeout=REAPER_STOP_SECONDS)
+    def _stop(self, client: WorkerClient) -> None:
+        client.stop(time.monotonic() + REAP_GRACE_SECONDS)
+        self._on_stopped(client)
+        with self._lock:
+            self._stopping.discard(threading.current_thread())
+
+    def close(self, deadline: Optional[float]) -> None:
+        """Wait, until ``deadline`` at the latest, for the workers being stopped."""
+        with self._lock:
+            stopping = list(self._stopping)
+        for thread in stopping:
+            thread.join(seconds_left(deadline))
 
 
 def stop_all(clients: list[WorkerClient], deadline: Optional[float]) -> None:

@@ -11,8 +11,11 @@ mode), and which worker gets a call that of the Dispatcher.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import weakref
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..deadlines import expire_after
@@ -99,12 +102,20 @@ class Pool:
             make_balancer(options.balancing),
             self._blueprint.spawn,
             {m: crash_retries(options, m) for m in self._methods},
-            self.__repr__,
+            functools.partial(_describe, cls.__name__, options),
         )
         self._members = membership_class(options.mode)(self._blueprint, self._dispatcher, attach)
         self._dispatcher.connect(self._members)
-        self._dispatcher.install_all(self._members.initial(options.pool_size))
-        self._health = self._start_health_checks()
+        self._stopper = _Stopper(self._dispatcher, self._members, self._backend, None, extras.get("limits"))
+        try:
+            self._dispatcher.install_all(self._members.initial(options.pool_size))
+        except BaseException:  # a failed .init() leaves nothing behind: workers, balancer, limits holder
+            self._dispatcher.close()
+            self._stopper.wind_down(0)
+            raise
+        self._health = self._stopper.health = self._start_health_checks()
+        if self._members.stops_when_collected:
+            weakref.finalize(self, self._stopper.collected, self._blueprint.label).atexit = False
         if "close" in self._methods:  # the worker's close() wins over the handle's
             self.__dict__["close"] = MethodCaller(self, "close")
 
@@ -204,16 +215,7 @@ class Pool:
 
     def _wind_down(self, timeout: Optional[float]) -> None:
         """Finish the calls already made (parked ones included), then stop every worker (see stop())."""
-        if self._health is not None:
-            self._health.stop()
-        deadline = deadline_after(timeout)
-        self._dispatcher.drain_parked(deadline)
-        self._members.stop_clients(deadline)
-        self._dispatcher.stop_reaper()
-        self._backend.shutdown()
-        limits = self._blueprint.extras.get("limits")
-        if limits is not None and hasattr(limits, "release_owned"):
-            limits.release_owned()
+        self._stopper.wind_down(timeout)
 
     def __enter__(self) -> "Pool":
         return self
@@ -273,19 +275,51 @@ class Pool:
         return {"worker_id": worker_index, "stopped": stats["stopped"], **workers[worker_index]}
 
     def __repr__(self) -> str:
-        state = "stopped" if self._dispatcher.closed else "running"
-        kind = "on-demand pool" if self._options.on_demand else (
-            "worker" if self._options.pool_size == 1 else f"pool of {len(self._dispatcher.live_slots())}"
-        )
-        return f"<{self._cls.__name__} {kind}, mode={self._options.mode!r}, {state}>"
+        return _describe(self._cls.__name__, self._options, self._dispatcher)
 
     def __reduce__(self):
         return self._members.reduce()
 
-    def __del__(self) -> None:
-        dispatcher = getattr(self, "_dispatcher", None)
-        if dispatcher is not None and not dispatcher.closed:
-            log.debug("concurry_ray: %r garbage-collected without stop()", self)
+
+@dataclass
+class _Stopper:
+    """What stopping a pool takes, apart from the handle, so that it also runs when the handle
+    is garbage-collected without ``stop()`` (it must not refer to the handle)."""
+
+    dispatcher: Dispatcher
+    members: Any
+    backend: Backend
+    health: Optional[HealthMonitor]
+    limits: Any
+
+    def wind_down(self, timeout: Optional[float]) -> None:
+        """Finish the calls already made (parked ones included), then stop every worker (see Pool.stop())."""
+        if self.health is not None:
+            self.health.stop()
+        deadline = deadline_after(timeout)
+        self.dispatcher.drain_parked(deadline)
+        self.members.stop_clients(deadline)
+        self.dispatcher.stop_reaper(deadline)
+        self.backend.shutdown()
+        if self.limits is not None and hasattr(self.limits, "release_owned"):
+            self.limits.release_owned()
+
+    def collected(self, name: str) -> None:
+        """The handle was garbage-collected: unless it was stopped, let its calls finish and stop
+        its workers, in the background (this runs wherever the garbage collector ran)."""
+        if self.dispatcher.close():
+            log.debug("concurry_ray: %s garbage-collected without stop(); stopping its workers", name)
+            threading.Thread(target=self.wind_down, args=(None,), name="concurry-shutdown", daemon=True).start()
+
+
+def _describe(cls_name: str, options: WorkerOptions, dispatcher: Dispatcher) -> str:
+    """A handle's repr: its class, kind, mode and state."""
+    state = "stopped" if dispatcher.closed else "running"
+    kind = "on-demand pool" if options.on_demand else (
+        "worker" if options.pool_size == 1 else f"pool of {len(dispatcher.live_slots())}"
+    )
+    return f"<{cls_name} {kind}, mode={options.mode!r}, {state}>"
+
 
 def _is_future_arg(value: Any) -> bool:
     return is_awaitable_result(value)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..errors import WorkerInitError
 from ..protocol import Backend, WorkerClient, WorkerSpec
 from .dispatch import Dispatcher, Slot, fail_unstarted, stop_all
 
 log = logging.getLogger("concurry_ray")
+REBUILD_DELAYS = (0.1, 0.2, 0.4, 0.8)  # seconds before each new try when replacements' constructors keep failing
 
 
 @dataclass
@@ -52,9 +55,12 @@ class Blueprint:
 class LocalMembership:
     """Workers spawned and replaced by the pool handle itself."""
 
+    stops_when_collected = True  # the handle is the only way to the workers: collecting it stops them
+
     def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Any = None) -> None:
         self.blueprint = blueprint
         self.dispatcher = dispatcher
+        self._build_failures: dict[int, int] = {}  # per slot: replacements in a row whose constructor failed
 
     def initial(self, count: int) -> list[tuple[int, WorkerClient]]:
         """The pool's first workers."""
@@ -72,17 +78,44 @@ class LocalMembership:
         return list(enumerate(clients, start=first))
 
     def worker_died(self, slot: Slot, client: WorkerClient, error: BaseException, unstarted: list) -> None:
-        """A worker died: put a fresh one in its slot and re-send the calls it never started."""
+        """A worker died: put a fresh one in its slot and re-send the calls it never started.
+
+        A worker that died of its constructor (``error`` is a WorkerInitError) is
+        replaced after a growing pause (``REBUILD_DELAYS``); after the last one the
+        slot is given up and the calls waiting for it fail with that error.
+        """
         if self.dispatcher.closed or slot.retired or slot.client is not client:
             fail_unstarted(unstarted, error)
             return
+        failures = self._build_failures.get(slot.index, 0) + 1 if isinstance(error, WorkerInitError) else 0
+        self._build_failures[slot.index] = failures
+        if failures > len(REBUILD_DELAYS):
+            self._give_up(slot, error, unstarted)
+            return
         log.warning("concurry_ray: %s; starting a replacement", error)
+        if not failures:
+            self._replace(slot, client, error, unstarted)
+            return
+        timer = threading.Timer(REBUILD_DELAYS[failures - 1], self._replace, (slot, client, error, unstarted))
+        timer.daemon = True
+        timer.start()
+
+    def _replace(self, slot: Slot, dead: WorkerClient, error: BaseException, unstarted: list) -> None:
+        """Put a fresh worker in place of ``dead`` and re-send ``unstarted`` (they fail if the pool stopped meanwhile)."""
         fresh = self.blueprint.spawn()
-        if not self.dispatcher.swap(slot, client, fresh):
+        if not self.dispatcher.swap(slot, dead, fresh):
             fresh.stop(time.monotonic())
             fail_unstarted(unstarted, error)
             return
         self.dispatcher.resend(slot, unstarted)
+
+    def _give_up(self, slot: Slot, error: BaseException, unstarted: list) -> None:
+        """No worker can be built for ``slot``: retire it and fail the calls waiting for it (all the
+        pool's, if it was the last worker) with ``error``."""
+        log.error("concurry_ray: no replacement could be built for %s: %s", slot.client.label, error)
+        self.dispatcher.retire([slot.index])
+        fail_unstarted(unstarted, error)
+        self.dispatcher.no_worker_left(error)
 
     def swap_out(self, slot: Slot) -> None:
         """Put a fresh worker in place of ``slot``'s (an unhealthy one); the old one finishes its calls, then stops."""
@@ -92,9 +125,11 @@ class LocalMembership:
         self.retire(self.dispatcher.retire([slot.index]))
 
     def retire(self, slots: list[Slot]) -> None:
-        """Stop workers removed by a resize, after their calls finish."""
-        for slot in slots:
-            slot.client.stop(None)
+        """Stop, in the background, workers removed by a resize or a health check once their calls
+        finish (the pool's ``stop(timeout)`` cuts that short)."""
+        clients = [slot.client for slot in slots]
+        if clients:
+            threading.Thread(target=stop_all, args=(clients, None), name="concurry-retire", daemon=True).start()
 
     def touched(self) -> None:
         """Called after every dispatch and completion (the Ray membership reports them)."""

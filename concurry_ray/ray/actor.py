@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
@@ -37,6 +38,8 @@ class _HostActorBase:
         self._where = f"{spec.label}, Ray actor pid {os.getpid()}"
         self._failure: Optional[tuple] = None
         self._host: Optional[Host] = None
+        self._finished = [0, 0]  # calls completed, calls failed: counted here, before the reply leaves
+        self._count_lock = threading.Lock()  # sync calls finish on one thread, async ones on the loop
         try:
             self._host = Host(spec, loop=_running_loop())
         except WorkerInitError as exc:
@@ -51,6 +54,15 @@ class _HostActorBase:
     @ray.method(concurrency_group="control")
     def __concurry_retries__(self) -> int:
         return self._retry_count()
+
+    @ray.method(concurrency_group="control")
+    def __concurry_counts__(self) -> tuple[int, int]:
+        return tuple(self._finished)
+
+    def _count(self, outcome: int) -> None:
+        """Count one finished call: ``outcome`` 0 for completed, 1 for failed."""
+        with self._count_lock:
+            self._finished[outcome] += 1
 
     def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
@@ -75,10 +87,13 @@ class _HostActorBase:
     def _attempt(self, prepare: Callable[[], Call]) -> tuple:
         """The two returns of the call ``prepare()`` gives, or a :class:`Failed` pair if preparing or running it raised."""
         try:
-            return _reply(self._host.run(prepare()))
+            reply = _reply(self._host.run(prepare()))
         except BaseException as exc:
+            self._count(1)
             failed = Failed(portable_error(exc, self._where, cloudpickle.dumps))
             return failed, failed
+        self._count(0)
+        return reply
 
 
 class _AsyncHostActorBase(_HostActorBase):
@@ -98,6 +113,9 @@ class _AsyncHostActorBase(_HostActorBase):
     async def __concurry_retries__(self) -> int:  # on the loop: answers while sync calls run
         return self._retry_count()
 
+    async def __concurry_counts__(self) -> tuple[int, int]:  # on the loop: answers while sync calls run
+        return tuple(self._finished)
+
     async def __concurry_batch__(self, ticket: tuple, calls: list) -> list:
         """Run several sync calls in order on the sync thread, in the sender's turn (see the base class)."""
         prepared = []
@@ -114,17 +132,23 @@ class _AsyncHostActorBase(_HostActorBase):
 
     async def _run_async(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
         try:
-            try:
-                call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
-            except BaseException:
-                if ticket is not None:
-                    await self._in_turn(ticket, None)  # give up this call's turn, so later ones still run
-                raise
-            if self._host.is_async(name):
-                return _reply(await self._host.run_async(call))
-            return _reply(await self._in_turn(ticket, functools.partial(self._host.run, call)))
+            reply = await self._reply_of(name, ticket, args, kwargs)
         except BaseException as exc:
+            self._count(1)
             raise portable_error(exc, self._where, cloudpickle.dumps) from None
+        self._count(0)
+        return reply
+
+    async def _reply_of(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
+        try:
+            call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
+        except BaseException:
+            if ticket is not None:
+                await self._in_turn(ticket, None)  # give up this call's turn, so later ones still run
+            raise
+        if self._host.is_async(name):
+            return _reply(await self._host.run_async(call))
+        return _reply(await self._in_turn(ticket, functools.partial(self._host.run, call)))
 
     async def _in_turn(self, ticket: tuple, job: Optional[Callable[[], Any]]) -> Any:
         """Queue ``job`` on the sync thread once every earlier call of its sender is queued

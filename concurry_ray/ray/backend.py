@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import ray
 
-from ..errors import WorkerCrashedError
+from ..errors import ConfigError, WorkerCrashedError
 from ..futures import Future, cancelled, seconds_left, settle
 from ..host import rebuild_init_error, unpicklable_argument
 from ..methods import has_async_methods
@@ -87,6 +87,9 @@ class RayClient(WorkerClient):
             pass  # keep the last known count
 
     def submit(self, call: Call, future: Future) -> Future:
+        if self._dead:  # its death was reported already: nobody would ever hear of this call
+            settle(future, error=WorkerCrashedError(f"{self.label} died before {call.method}() was sent to it"))
+            return future
         if self._async_actor and self._is_async(call.method):  # runs concurrently on the actor's loop
             self._send_started(next(self._ids), call, future)
             return future
@@ -216,19 +219,22 @@ class RayClient(WorkerClient):
             error = unwrap_ray_error(error, self.label)
         if isinstance(error, WorkerCrashedError) and not self._stopping:
             self._pending[call_id] = entry
-            self._on_crash(error)
-        else:
-            settle(entry[1], error=error)
+            if self._on_crash(error):
+                return
+            self._pending.pop(call_id, None)  # its death was handled before this call came back
+        settle(entry[1], error=error)
 
-    def _on_crash(self, error: WorkerCrashedError) -> None:
+    def _on_crash(self, error: WorkerCrashedError) -> bool:
+        """Report the death once, with every call still pending; False if it was reported already."""
         with self._send_lock, self._lock:
             if self._dead:
-                return
+                return False
             self._dead = True
             self._queue.clear()
             popped = [self._pending.pop(call_id, None) for call_id in sorted(self._pending)]
         pending = [entry for entry in popped if entry is not None]  # a callback may settle one meanwhile
         self._died(error, split_on_crash(pending, error))
+        return True
 
     def alive(self) -> bool:
         return not self._dead and not self._stopping
@@ -286,7 +292,25 @@ class RayBackend(Backend):
     def __init__(self, options: Any) -> None:
         super().__init__(options)
         ensure_ray()
+        self.check_options(options)
         self.actor_options = {**DEFAULT_ACTOR_OPTIONS, **options.actor_options}
+
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """ConfigError if an actor asks for more CPUs or GPUs than the running cluster has in all
+        (it could never be scheduled); nothing to check before Ray is up. Custom resources are
+        not checked: nodes that have them may join later."""
+        if not ray.is_initialized():
+            return
+        asked = {**DEFAULT_ACTOR_OPTIONS, **options.actor_options}
+        total = ray.cluster_resources()
+        for field, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            amount = asked.get(field)
+            if isinstance(amount, (int, float)) and amount > total.get(resource, 0):
+                raise ConfigError(
+                    f"actor_options {field}={amount!r}: the Ray cluster has {total.get(resource, 0):g} {resource} "
+                    "in all, so this worker could never be scheduled; ask for less or add nodes"
+                )
 
     def spawn(self, spec: WorkerSpec) -> WorkerClient:
         return RayClient(start_actor(spec, self.actor_options), spec.cls, spec.label)

@@ -8,12 +8,18 @@ and (on request) the members themselves; a copy that goes idle or stops leaves,
 and the balancer keeps what it counted. It creates, replaces and retires the
 worker actors, so all handles agree on who the workers are; since it owns them,
 they die with it, and it dies with the driver that created the pool.
+
+If its process dies, Ray restarts it (``max_restarts=-1``): the restarted
+balancer starts the pool's first workers again on its first call, and every
+handle moves to them when it next reports or sees a worker die. Counters start
+again from zero; calls in flight at the crash fail with WorkerCrashedError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from typing import Any
 
 import ray
@@ -27,18 +33,24 @@ class InitFailed(Exception):
 
 
 Counters = tuple[int, int, int, int]  # dispatched, in_flight, completed, failed
+COUNTS_TIMEOUT = 5.0
+"""How long stats wait for a worker's own counts (a busy plain actor answers on its control thread)."""
 
 
 class PoolBalancer:
     """Owns the worker actors of one Ray pool and aggregates what handles report."""
 
-    def __init__(self, template: WorkerSpec, actor_options: dict) -> None:
+    def __init__(self, template: WorkerSpec, actor_options: dict, size: int = 0) -> None:
         self._template = template
         self._actor_options = actor_options
+        self._rebuild = size if ray.get_runtime_context().was_current_actor_reconstructed else 0
+        self._rebuilding: Any = None  # the task that starts the workers again after a restart
+        self._replacing: dict[int, Any] = {}  # index -> the task replacing that worker
+        self._failed: dict[int, Any] = {}  # index -> why its last replacement could not be built
         self._members: dict[int, Any] = {}
         self._restarts: dict[int, int] = {}
         self._next_index = 0
-        self._version = 0
+        self._version = uuid.uuid4().int >> 80  # differs between incarnations, so handles notice a restart
         self._reports: dict[str, dict[int, Counters]] = {}
         self._dispatched: dict[str, int] = {}
         self._departed: dict[int, Counters] = {}  # what handles that left counted, per worker
@@ -60,9 +72,20 @@ class PoolBalancer:
             raise InitFailed(failure)
         return actors
 
-    def members(self) -> tuple[int, dict[int, Any]]:
-        """The membership version and the worker actor of each index."""
+    def _current(self) -> tuple[int, dict[int, Any]]:
         return self._version, dict(self._members)
+
+    async def _rebuilt(self) -> None:
+        """After a restart, start the pool's first workers again (once; every call waits for it)."""
+        if self._rebuild and self._rebuilding is None:
+            self._rebuilding = asyncio.ensure_future(self.grow(self._rebuild))
+        if self._rebuilding is not None:
+            await asyncio.shield(self._rebuilding)
+
+    async def members(self) -> tuple[int, dict[int, Any]]:
+        """The membership version and the worker actor of each index."""
+        await self._rebuilt()
+        return self._current()
 
     async def grow(self, count: int) -> tuple[int, dict[int, Any], Any]:
         """Start ``count`` more workers: (version, members, None), or (.., .., (message, cause)) if one failed."""
@@ -71,24 +94,39 @@ class PoolBalancer:
         try:
             actors = await self._started({i: self._spec(i) for i in indexes})
         except InitFailed as failed:
-            return (*self.members(), failed.args[0])
+            return (*self._current(), failed.args[0])
         self._members.update(actors)
         self._restarts.update({i: 0 for i in actors})
         self._version += 1
-        return (*self.members(), None)
+        return (*self._current(), None)
 
-    async def replace(self, index: int, dead_actor_id: str) -> tuple[int, dict[int, Any]]:
-        """Replace a dead worker once, however many handles report its death."""
-        current = self._members.get(index)
-        if current is not None and current._actor_id.hex() == dead_actor_id:
-            try:
-                (actor,) = (await self._started({index: self._spec(index)})).values()
-                self._members[index] = actor
-                self._restarts[index] += 1
-            except InitFailed:
-                del self._members[index]
+    async def replace(self, index: int, dead_actor_id: str) -> tuple[int, dict[int, Any], Any]:
+        """Replace a dead worker once, however many handles report its death (at the same time too).
+
+        Returns (version, members, failure): ``failure`` is the constructor's (message, cause)
+        when the replacement could not be built (the worker then leaves the pool), else None.
+        """
+        await self._rebuilt()
+        if index not in self._replacing:
+            current = self._members.get(index)
+            if current is None or current._actor_id.hex() != dead_actor_id:
+                return (*self._current(), None if current is not None else self._failed.get(index))
+            task = self._replacing[index] = asyncio.ensure_future(self._replace(index))
+            task.add_done_callback(lambda _: self._replacing.pop(index, None))
+        return await asyncio.shield(self._replacing[index])
+
+    async def _replace(self, index: int) -> tuple[int, dict[int, Any], Any]:
+        try:
+            (actor,) = (await self._started({index: self._spec(index)})).values()
+        except InitFailed as failed:
+            del self._members[index]
+            self._failed[index] = failed.args[0]
             self._version += 1
-        return self.members()
+            return (*self._current(), failed.args[0])
+        self._members[index] = actor
+        self._restarts[index] += 1
+        self._version += 1
+        return (*self._current(), None)
 
     def retire(self, indexes: list[int]) -> int:
         """Remove workers from the pool; each exits after the calls already sent to it."""
@@ -99,11 +137,12 @@ class PoolBalancer:
         self._version += 1
         return self._version
 
-    def report(
+    async def report(
         self, handle_id: str, counters: dict[int, Counters], dispatched: int
     ) -> tuple[int, dict[int, tuple[int, int]], int]:
         """Store one handle's counters; return the version, every worker's in-flight and total
         calls, and how many handles are joined (have reported and not left)."""
+        await self._rebuilt()
         self._reports[handle_id] = counters
         self._dispatched[handle_id] = dispatched
         return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
@@ -125,21 +164,37 @@ class PoolBalancer:
                     totals[index] = [a + b for a, b in zip(totals[index], values)]
         return totals
 
-    def stats(self) -> dict:
-        """Aggregated figures of every handle: dispatched calls and per-worker health."""
-        workers = {
-            index: {
+    async def stats(self) -> dict:
+        """Aggregated figures of every handle: dispatched calls and per-worker health.
+
+        Completed and failed calls are counted by the workers themselves (asked now), so a
+        call whose result was delivered is counted even before its handle reported it.
+        """
+        totals = self._totals()  # taken with the figures below, before reports can arrive during the await
+        reported_total, handles = self._departed_dispatched + sum(self._dispatched.values()), len(self._reports)
+        counted = await self._worker_counts(list(totals))
+        workers, extra = {}, 0
+        for index, (sent, in_flight, completed, failed) in totals.items():
+            done = counted.get(index, (0, 0))
+            completed, failed = max(completed, done[0]), max(failed, done[1])
+            dispatched = max(sent, completed + failed)
+            extra += dispatched - sent
+            workers[index] = {
                 "alive": True,
                 "restarts": self._restarts.get(index, 0),
-                "in_flight": values[1],
-                "completed": values[2],
-                "failed": values[3],
-                "dispatched": values[0],
+                "in_flight": min(in_flight, dispatched - completed - failed),
+                "completed": completed,
+                "failed": failed,
+                "dispatched": dispatched,
             }
-            for index, values in self._totals().items()
-        }
-        total = self._departed_dispatched + sum(self._dispatched.values())
-        return {"total_dispatched": total, "workers": workers, "handles": len(self._reports)}
+        return {"total_dispatched": reported_total + extra, "workers": workers, "handles": handles}
+
+    async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int]]:
+        """Each live worker's own count of calls completed and failed (a worker that does not answer is left out)."""
+        asked = {i: self._members[i].__concurry_counts__.remote() for i in indexes if i in self._members}
+        answers = await asyncio.gather(*(asyncio.wait_for(ref, COUNTS_TIMEOUT) for ref in asked.values()),
+                                       return_exceptions=True)
+        return {i: tuple(a) for i, a in zip(asked, answers) if not isinstance(a, BaseException)}
 
     def shutdown(self) -> None:
         """Kill every worker actor at once."""
@@ -149,7 +204,7 @@ class PoolBalancer:
         self._version += 1
 
 
-RemotePoolBalancer = ray.remote(num_cpus=0, max_restarts=0)(PoolBalancer)
+RemotePoolBalancer = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(PoolBalancer)
 
 
 def unwrap(error: BaseException) -> BaseException:

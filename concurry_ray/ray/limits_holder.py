@@ -9,7 +9,9 @@ and each process talks to it over one direct connection, a single network round
 trip per acquisition and none per release. Ray is used to create, find and
 restart the holder. A holder that Ray restarts starts conservatively: every rate
 limit as if just used up, resources closed for a grace period while the clients
-reconnect and report the grants they still hold.
+reconnect and report the grants they still hold; a grant reported after that
+is counted only if it still fits (its client is told the lease is gone
+otherwise), so no capacity is ever exceeded.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clien
 LOCATE_TIMEOUT = 60.0
 
 _ACTOR: Any = None
-_MADE_HERE: set[str] = set()  # unnamed holders this process created; removed at exit if still there
+_MADE_HERE: dict[str, Any] = {}  # unnamed holders this process created (their handles keep them alive)
 
 
 class LimitsHolder:
@@ -77,15 +79,15 @@ class RayHolder(RemoteHolder):
         remove_holder(self.key)
 
 
-def locate(name: str) -> tuple:
-    """Find the holder actor ``name`` (waiting while Ray restarts it) and return its locator."""
+def locate(name: str, seconds: float = LOCATE_TIMEOUT) -> tuple:
+    """Find the holder actor ``name`` (waiting at most ``seconds`` while Ray restarts it) and return its locator."""
     actor = ray.get_actor(name, namespace=NAMESPACE)
-    return ray.get(actor.locator.remote(), timeout=LOCATE_TIMEOUT)
+    return ray.get(actor.locator.remote(), timeout=seconds)
 
 
 def remove_holder(name: str) -> bool:
     """Kill the holder actor ``name``; False if there was none."""
-    _MADE_HERE.discard(name)
+    _MADE_HERE.pop(name, None)
     try:
         actor = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -102,28 +104,30 @@ def list_holders() -> list[str]:
 def open_ray(limits: Sequence, name: Optional[str]) -> Holder:
     """Create (or attach to) the holder actor of a shared set in Ray mode."""
     ensure_ray()
-    if name is None:
+    named = name is not None
+    if not named:  # owned by this process: it goes when the process goes, even on SIGKILL
         name = f"limits-{uuid.uuid4().hex[:12]}"
-        _remember(name)
     actor = _actor_class().options(
         name=name,
         namespace=NAMESPACE,
-        lifetime="detached",
+        lifetime="detached" if named else None,
         get_if_exists=True,
         num_cpus=0,
         max_restarts=-1,
         max_task_retries=-1,
     ).remote(tuple(limits))
+    if not named:
+        _remember(name, actor)
     existing, locator = ray.get([actor.definition.remote(), actor.locator.remote()], timeout=LOCATE_TIMEOUT)
     check_same(name, existing, definition(limits))
     return client_for(RayHolder, name, locator, partial(locate, name), EVERY_MODE)
 
 
-def _remember(name: str) -> None:
+def _remember(name: str, actor: Any) -> None:
     if not _MADE_HERE:  # registered after ray.init, so it runs before Ray's own exit hook
         atexit.unregister(_remove_made_here)
         atexit.register(_remove_made_here)
-    _MADE_HERE.add(name)
+    _MADE_HERE[name] = actor
 
 
 def _remove_made_here() -> None:

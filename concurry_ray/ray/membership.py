@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import ray
 
-from ..errors import WorkerCrashedError
+from ..errors import PoolStoppedError
 from ..host import rebuild_init_error
 from ..pools.dispatch import Dispatcher, Slot, fail_unstarted
 from ..pools.membership import Blueprint, LocalMembership
@@ -69,6 +69,8 @@ class RayMembership(LocalMembership):
     the balancer by whichever handle sees it; the balancer replaces it once.
     """
 
+    stops_when_collected = False  # copies may still use the pool; the driver's exit ends its actors
+
     def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Optional[AttachInfo] = None) -> None:
         super().__init__(blueprint, dispatcher)
         self.owner = attach is None
@@ -76,7 +78,8 @@ class RayMembership(LocalMembership):
         self._attach = attach
         if attach is None:
             template = dataclasses.replace(blueprint.spec(), label=blueprint.label)
-            self.balancer = RemotePoolBalancer.remote(template, blueprint.backend.actor_options)
+            size = blueprint.options.pool_size
+            self.balancer = RemotePoolBalancer.remote(template, blueprint.backend.actor_options, size)
         else:
             self.balancer = attach.balancer
         self._version = -1
@@ -132,13 +135,30 @@ class RayMembership(LocalMembership):
             fail_unstarted(unstarted, error)
             return
         try:
-            self._sync(*self._call("replace", slot.index, client.actor._actor_id.hex()))
+            version, members, failure = self._call("replace", slot.index, client.actor._actor_id.hex())
         except Exception as exc:
             fail_unstarted(unstarted, error)
-            if not self.dispatcher.closed:
-                log.error("concurry_ray: could not replace %s: %s", client.label, exc)
+            self._balancer_lost(exc)
             return
+        self._sync(version, members)
         self.dispatcher.resend(slot, unstarted)
+        if failure is not None:
+            self.dispatcher.no_worker_left(rebuild_init_error(*failure))
+
+    def _balancer_lost(self, exc: BaseException) -> None:
+        """The balancer cannot be reached (the pool was stopped, or its actor is gone for good):
+        the calls waiting in this handle fail, and so do later ones (a copy refuses them)."""
+        if self.dispatcher.closed:
+            return
+        log.log(logging.ERROR if self.owner else logging.DEBUG,
+                "concurry_ray: the %s pool cannot be reached any more: %s", self.blueprint.label, exc)
+        error = PoolStoppedError(f"the {self.blueprint.label} pool was stopped (or its balancer actor is gone): {exc}")
+        if not self.owner:
+            self.dispatcher.close()
+            self.dispatcher.fail_parked(error)
+            return
+        self.dispatcher.retire(self.dispatcher.indexes())
+        self.dispatcher.no_worker_left(error)
 
     def _sync(self, version: int, members: dict[int, Any]) -> None:
         """Make this handle's slots match the balancer's members."""
@@ -150,9 +170,6 @@ class RayMembership(LocalMembership):
         dispatcher.retire([index for index in dispatcher.indexes() if index not in members])
         self._version = version
         dispatcher.release_parked()
-        dispatcher.fail_parked_if_no_worker(
-            WorkerCrashedError(f"{self.blueprint.label} has no live worker left (replacements failed to start)")
-        )
 
     def retire(self, slots: list[Slot]) -> None:
         for slot in slots:
@@ -176,8 +193,7 @@ class RayMembership(LocalMembership):
             self._report_until_closed()
         except Exception as exc:  # the balancer is gone, and reporting with it
             if not self._closed:  # a copy outliving its pool is normal: the creating handle stopped it
-                level = logging.WARNING if self.owner else logging.DEBUG
-                log.log(level, "concurry_ray: the %s pool handle cannot report to its balancer: %s", self.blueprint.label, exc)
+                self._balancer_lost(exc)
 
     def _report_until_closed(self) -> None:
         while True:
