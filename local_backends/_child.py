@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
+from multiprocessing.connection import wait
 
 import cloudpickle
 
@@ -19,8 +21,24 @@ def packed(value) -> tuple[str, bytes]:
     return type(value).__qualname__, cloudpickle.dumps(value)
 
 
+def exit_with_parent() -> None:
+    """End this process as soon as the process that started it ends (killed included), even in the
+    middle of a call: a watcher thread waits on the parent's sentinel, which multiprocessing hands
+    every child (it becomes ready when the parent's end of it closes)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="concurry-parent-watch", daemon=True).start()
+
+
 def child_main(conn, spec_bytes: bytes) -> None:
     """Build the host, then run calls from ``conn`` until told to stop or the pipe closes."""
+    exit_with_parent()
     send_lock = threading.Lock()
     where = f"process {os.getpid()}"
 

@@ -10,6 +10,8 @@ import gc
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -275,3 +277,35 @@ def test_a_call_sent_to_a_process_worker_known_dead_fails_instead_of_waiting():
     with pytest.raises(WorkerCrashedError, match="died before echo\\(\\) was sent"):
         client.submit(Call("echo", (1,), {}), Future()).result(timeout=10)
     client.stop(None)
+
+
+def test_a_sigkilled_driver_leaves_no_process_worker_behind(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from workers import Counter\n"
+        "if __name__ == '__main__':\n"
+        "    pool = Counter.options(mode='process', max_workers=2).init()\n"
+        "    pids = sorted(set(f.result(timeout=60) for f in [pool.pid() for _ in range(6)]))\n"
+        "    pool.sleep(60)  # one worker is busy when the driver dies\n"
+        "    open(sys.argv[1], 'w').write(' '.join(map(str, pids)))\n"
+        "    time.sleep(0.5)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    pid_file = tmp_path / "pids"
+    # No pipes: orphaned workers would hold them open, and waiting for them would hide the leak.
+    done = subprocess.run([sys.executable, str(script), str(pid_file)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=120, cwd=str(Path(__file__).parent))
+    assert done.returncode == -signal.SIGKILL
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited
+        return stat.read().split()[2] != "Z"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import signal
+import subprocess
+import sys
 import pickle
 import time
 
@@ -171,3 +175,34 @@ def test_a_failed_init_leaves_no_limits_holder_behind(ray_runtime):
     with pytest.raises(WorkerInitError, match="always fails"):
         Broken.options(mode="ray", max_workers=2, limits=[ResourceLimit("seats", 1)], actor_options=RAY_ACTOR).init()
     wait_for(lambda: list_holders() == before, timeout=30)
+
+
+def test_a_sigkilled_driver_leaves_no_pool_owned_limits_holder_behind(ray_runtime, tmp_path):
+    from concurry_ray.ray.limits_holder import list_holders
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import ray\n"
+        "from concurry_ray import ResourceLimit\n"
+        "from concurry_ray.ray.limits_holder import list_holders\n"
+        "from workers import Leaf\n"
+        "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+        "pool = Leaf.options(mode='ray', max_workers=2, limits=[ResourceLimit('seats', 1)],\n"
+        "                    actor_options={'num_cpus': 0.1}).init()\n"
+        "assert pool.work(1).result(timeout=60) == 2\n"
+        "open(sys.argv[2], 'w').write(' '.join(list_holders()))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    names_file = tmp_path / "holders"
+    before = set(list_holders())
+    done = subprocess.run(
+        [sys.executable, str(script), ray_runtime.get_runtime_context().gcs_address, str(names_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, cwd=str(pathlib.Path(__file__).parent),
+    )
+    assert done.returncode == -signal.SIGKILL
+    made = set(names_file.read_text().split()) - before
+    assert len(made) == 1
+    start = time.monotonic()
+    wait_for(lambda: not made & set(list_holders()), timeout=30)
+    assert time.monotonic() - start < 15
