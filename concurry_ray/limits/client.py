@@ -279,6 +279,8 @@ class RemoteHolder(Holder):
                 self._reconnect()
             except LimitsUnavailableError as exc:
                 self._fail_all(exc)
+            except OSError as exc:  # the holder went away again while we reconnected
+                self._fail_all(self._unavailable(f"dropped the connection while we reconnected ({exc})"))
 
     def _reconnect(self) -> None:
         """After the connection dropped (lock held): find the holder again and restore our state there."""
