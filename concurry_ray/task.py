@@ -76,7 +76,7 @@ class TaskWorker(Worker):
         return fn
 
     @classmethod
-    def _handle_class(cls) -> type:
+    def __concurry_handle__(cls) -> type:
         return TaskPool
 
 

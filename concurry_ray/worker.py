@@ -53,11 +53,11 @@ class Worker:
         Options given here override the class's own (class keywords, ``@worker``).
         ConfigError also when a method of the class takes a name the handle keeps for itself.
         """
-        cls._handle_class().check_worker_class(cls)
+        cls.__concurry_handle__().check_worker_class(cls)
         return WorkerBuilder(cls, build_options(**{**cls._concurry_defaults, **options}))
 
     @classmethod
-    def _handle_class(cls) -> type:
+    def __concurry_handle__(cls) -> type:
         """The handle type ``init()`` returns; subclasses such as TaskWorker return a richer one."""
         return Pool
 
@@ -85,7 +85,7 @@ class WorkerBuilder:
         Raises WorkerInitError, with the constructor's exception as cause, if the
         constructor fails; in every mode this happens here, not on the first call.
         """
-        return self.cls._handle_class()(self.cls, self.options, args, kwargs)
+        return self.cls.__concurry_handle__()(self.cls, self.options, args, kwargs)
 
     def __repr__(self) -> str:
         changed = self.options.model_dump(exclude_defaults=True)
@@ -145,5 +145,5 @@ class _ShadowedOptions:
 
     def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
         if instance is None:
-            return lambda *args, **kwargs: owner._handle_class().check_worker_class(owner, ["options"])
+            return lambda *args, **kwargs: owner.__concurry_handle__().check_worker_class(owner, ["options"])
         return self.method.__get__(instance, owner)

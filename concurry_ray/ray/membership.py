@@ -57,7 +57,7 @@ class AttachInfo:
 
 def attach_pool(info: AttachInfo) -> Any:
     """Rebuild a pool handle from its pickled form (called by pickle)."""
-    return info.cls._handle_class()(info.cls, info.options, (), {}, attach=info)
+    return info.cls.__concurry_handle__()(info.cls, info.options, (), {}, attach=info)
 
 
 class RayMembership(LocalMembership):
