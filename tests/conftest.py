@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,33 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def pids_using(marker: str) -> list[int]:
+    """Processes whose command line mentions ``marker`` (our cluster's own temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def stop_processes_of(marker: str) -> None:
+    """TERM, then KILL, every process whose command line mentions ``marker`` (e.g. a test cluster's temp dir)."""
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+        for pid in pids_using(marker):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids_using(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

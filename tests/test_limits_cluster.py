@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_processes_of
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,32 +54,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _pids_using(marker: str) -> list[int]:
-    """Processes whose command line mentions ``marker`` (our cluster's own temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _stop(marker: str) -> None:
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-        for pid in _pids_using(marker):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while _pids_using(marker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def cluster():
     """A separate Ray head on loopback with its own temp dir and ports; stopped by the pids it started."""
@@ -98,7 +72,7 @@ def cluster():
         subprocess.run(command, env=env, check=True, timeout=90, capture_output=True)
         yield f"127.0.0.1:{port}", env
     finally:
-        _stop(temp_dir)
+        stop_processes_of(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ import time
 from multiprocessing.connection import Client, Connection
 
 import pytest
+from conftest import wait_for
 
 from concurry_ray import ConfigError, LimitPool, LimitSet, LimitsUnavailableError, RateLimit, ResourceLimit
 from concurry_ray.limits.client import RemoteHolder
@@ -102,6 +103,29 @@ def test_a_slow_reconnect_does_not_hold_an_acquire_past_its_timeout(served):
     elapsed = time.monotonic() - start
     found.set()
     assert outcome == [None] and elapsed < 2, (outcome, elapsed)
+
+
+def test_a_release_during_a_slow_reconnect_returns_at_once_and_still_arrives(served):
+    ledger, server = served
+    found = threading.Event()
+
+    def relocate(seconds: float) -> tuple:
+        found.wait(min(seconds, 10))  # Ray restarting the holder
+        return server.locator
+
+    client = RemoteHolder("releasing", server.locator, relocate)
+    kept, returned = client.acquire({"slots": 1}, 1), client.acquire({"slots": 1}, 1)
+    assert used(ledger) == 2
+    hang_up(client._conn)  # the reader reconnects, holding the connection for as long as relocate takes
+    time.sleep(0.1)
+    start = time.monotonic()
+    outcome = in_thread(lambda: client.release(returned, None), 5)
+    elapsed = time.monotonic() - start
+    found.set()
+    assert outcome == [None] and elapsed < 1.5, (outcome, elapsed)
+    wait_for(lambda: used(ledger) == 1, 5)  # the reconnect re-declared only the grant still held
+    client.release(kept, None)
+    wait_for(lambda: used(ledger) == 0, 5)
 
 
 # ----- #17: an infinite timeout waits forever and leaks nothing ---------------------------

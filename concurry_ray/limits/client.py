@@ -110,6 +110,8 @@ class RemoteHolder(Holder):
         self._pending: dict[int, _Reply] = {}
         self._withdrawn: dict[int, Mapping[str, float]] = {}  # requests given up: a late grant is released unused
         self._held: dict[int, Mapping[str, float]] = {}
+        self._late: list[bytes] = []  # releases waiting for the connection to be free
+        self._late_lock = threading.Lock()
         self._ids = itertools.count(ADOPTED + 1)
 
     def __reduce__(self):
@@ -144,11 +146,17 @@ class RemoteHolder(Holder):
         return rid if reply.outcome() else None
 
     def release(self, grant: int, usage: Optional[Mapping[str, float]]) -> None:
-        self._held.pop(grant, None)
+        """Return a grant without waiting on a reconnect: if the connection is busy for longer
+        than ``CANCEL_LOCK_WAIT``, the release is sent in the background once it is free."""
+        self._held.pop(grant, None)  # so a reconnect does not re-declare it
+        data = pickle.dumps(("rel", grant, usage))
+        if not self._lock.acquire(timeout=CANCEL_LOCK_WAIT):
+            self._release_later(data)
+            return
         try:
-            self._send(("rel", grant, usage))
-        except (OSError, LimitsUnavailableError):
-            pass  # the holder releases everything of a connection that closes
+            self._send_released(data)
+        finally:
+            self._lock.release()
 
     def stats(self) -> dict:
         rid, deadline = next(self._ids), time.monotonic() + STATS_WAIT
@@ -196,10 +204,28 @@ class RemoteHolder(Holder):
         if answer.result() is True:
             self.release(rid, None)
 
-    def _send(self, message: tuple) -> None:
-        data = pickle.dumps(message)
+    def _send_released(self, data: bytes) -> None:
+        """Send a release (lock held). Without a connection there is nothing to send: the
+        holder ended every grant of the connection that closed."""
+        try:
+            if self._conn is not None:
+                self._conn.send_bytes(data)
+        except OSError:
+            pass  # that connection is closing, and its grants end with it
+
+    def _release_later(self, data: bytes) -> None:
+        with self._late_lock:
+            self._late.append(data)
+            if len(self._late) > 1:
+                return  # a sender is already on its way
+        threading.Thread(target=self._send_late, name="concurry-limits-release", daemon=True).start()
+
+    def _send_late(self) -> None:
         with self._lock:
-            self._connection(None).send_bytes(data)
+            with self._late_lock:
+                late, self._late = self._late, []
+            for data in late:
+                self._send_released(data)
 
     def _connection(self, deadline: Optional[float]) -> Connection:
         """The live connection (lock held), connecting first if there is none."""
