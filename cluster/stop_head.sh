@@ -9,8 +9,8 @@
 #   cluster/stop_head.sh --list   only print the pids
 set -euo pipefail
 
-RAY_HEAD_DIR=${RAY_HEAD_DIR:-/tmp/concurry-head}
-RAY_HEAD_DIR=${RAY_HEAD_DIR%/}
+# shellcheck source=cluster/common.sh
+source "$(dirname "$0")/common.sh"   # RAY_HEAD_DIR
 STOP_GRACE=${STOP_GRACE:-10}
 unset CONCURRY_RAY_HEAD   # never match this script's own helpers
 

@@ -197,4 +197,6 @@ def _in_ray_worker() -> bool:
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return False
-    return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    from .ray.compat import in_ray_worker
+
+    return in_ray_worker()

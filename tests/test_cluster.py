@@ -3,10 +3,14 @@
 The head gets its own temp dir and free ports (GCS, dashboard and every agent port) so it
 never meets the session's runtime or the other test sessions on this machine, and it is
 stopped by the process ids of that temp dir (cluster/stop_head.sh), never `ray stop`.
+
+The scripts' own checks (a private head dir, one Ray release for driver and head) run
+against a stand-in ray CLI that records what it is asked, without Ray.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -34,8 +38,13 @@ PORTS = [
     "RAY_OBJECT_MANAGER_PORT",
 ]
 EXPECTED_SUM = sum(i * i for i in range(50))
+RAY_VERSION = (CLUSTER / "ray-version").read_text().strip()
+FAKE_RAY = """#!/usr/bin/env bash
+if [[ "$1" == --version ]]; then echo "ray, version $FAKE_RAY_VERSION"; exit 0; fi
+echo "$*" >> "$FAKE_RAY_LOG"
+"""
 
-pytestmark = pytest.mark.skipif(not (BIN / "ray").exists(), reason="the ray CLI is not next to this python")
+needs_ray_cli = pytest.mark.skipif(not (BIN / "ray").exists(), reason="the ray CLI is not next to this python")
 
 
 def free_ports(count: int) -> list[int]:
@@ -65,6 +74,7 @@ def head():
         PYTHON=sys.executable,
         RAY=str(BIN / "ray"),
         RAY_HEAD_DIR=head_dir,
+        RAY_VERSION=importlib.metadata.version("ray"),  # this venv's Ray, whichever of the range it is
         RAY_HEAD_CPUS="2",
         **dict(zip(PORTS, map(str, free_ports(len(PORTS))))),
     )
@@ -81,6 +91,7 @@ def head():
         assert not left, f"processes of the test head still running: {left}"
 
 
+@needs_ray_cli
 def test_ray_job_submit_runs_the_pool_example_on_a_loopback_head(head):
     job = run("submit_job.sh", head, 120)
     output = job.stdout + job.stderr
@@ -93,6 +104,7 @@ def test_ray_job_submit_runs_the_pool_example_on_a_loopback_head(head):
     assert shipped and "working_dir_files" in shipped.group(1), "the job did not run the shipped checkout"
 
 
+@needs_ray_cli
 def test_stop_head_leaves_other_ray_processes_alone(head):
     """The pids stop_head.sh would signal are this head's: marked by start_head.sh, or below one that is."""
     marker = f"CONCURRY_RAY_HEAD={head['RAY_HEAD_DIR']}".encode()
@@ -115,7 +127,7 @@ def test_stop_head_leaves_other_ray_processes_alone(head):
             continue  # exited meanwhile
 
 
-def test_rayjob_manifest_runs_the_same_job():
+def test_rayjob_manifest_runs_the_same_job_with_token_auth():
     yaml = pytest.importorskip("yaml")
     manifest = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
     assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayJob")
@@ -124,10 +136,93 @@ def test_rayjob_manifest_runs_the_same_job():
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"].endswith(".zip")
     assert any(p.startswith("concurry-ray @ ") for p in runtime_env["pip"])
+    # the dashboard listens on all addresses of the head pod, so it must want the cluster's token
     cluster = spec["rayClusterSpec"]
-    ray_version = cluster["rayVersion"]
-    images = [c["image"] for c in cluster["headGroupSpec"]["template"]["spec"]["containers"]]
-    for group in cluster["workerGroupSpecs"]:
-        images += [c["image"] for c in group["template"]["spec"]["containers"]]
-    assert all(image.split(":")[1].startswith(ray_version) for image in images)
-    assert f"ray[default]=={ray_version}" in (REPO / "pyproject.toml").read_text()
+    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert cluster["authOptions"] == {"mode": "token"}
+    # (its Ray release is checked in test_versions.py)
+
+
+@pytest.fixture
+def fake_ray(tmp_path):
+    """Environment for the cluster scripts with a stand-in ray CLI of the recipes' Ray release."""
+    ray = tmp_path / "bin" / "ray"
+    ray.parent.mkdir()
+    ray.write_text(FAKE_RAY)
+    ray.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_VERSION", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "RAY_DASHBOARD_PORT")}
+    env.update(RAY=str(ray), PYTHON=sys.executable, FAKE_RAY_VERSION=RAY_VERSION,
+               FAKE_RAY_LOG=str(tmp_path / "ray.log"), RAY_HEAD_DIR=str(tmp_path / "head"))
+    return env
+
+
+def asked(env: dict) -> str:
+    """What the stand-in ray CLI was asked to do (one line per call)."""
+    log = Path(env["FAKE_RAY_LOG"])
+    return log.read_text() if log.exists() else ""
+
+
+def test_start_head_makes_a_private_dir_and_submit_job_uses_what_it_recorded(fake_ray):
+    started = run("start_head.sh", fake_ray, 60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    head_dir = Path(fake_ray["RAY_HEAD_DIR"])
+    assert head_dir.stat().st_mode & 0o777 == 0o700
+    settings = (head_dir / "head.env").read_text()
+    assert f"export RAY_VERSION={RAY_VERSION}\n" in settings
+    assert f"--temp-dir={head_dir}/ray " in asked(fake_ray) and "--dashboard-host=127.0.0.1 " in asked(fake_ray)
+    port = re.search(r"RAY_DASHBOARD_PORT=(\d+)", settings).group(1)
+
+    submitted = run("submit_job.sh", fake_ray, 60)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert f"job submit --address http://127.0.0.1:{port} " in asked(fake_ray)
+
+
+def test_the_scripts_refuse_a_ray_cli_of_another_release(fake_ray):
+    other = dict(fake_ray, FAKE_RAY_VERSION="2.0.0")
+    for script in ("start_head.sh", "submit_job.sh"):
+        refused = run(script, other, 60)
+        assert refused.returncode != 0
+        assert f"is Ray 2.0.0, but this head runs Ray {RAY_VERSION}" in refused.stderr
+    assert asked(other) == "" and not Path(other["RAY_HEAD_DIR"]).exists()
+    # a head of that release, asked for by name
+    assert run("start_head.sh", dict(other, RAY_VERSION="2.0.0"), 60).returncode == 0
+    # submit_job.sh holds the CLI to the release the head recorded, whatever RAY_VERSION says
+    refused = run("submit_job.sh", dict(fake_ray, RAY_VERSION=RAY_VERSION), 60)
+    assert refused.returncode != 0 and "but this head runs Ray 2.0.0" in refused.stderr
+
+
+def someone_elses(path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another user needs root")
+    os.chown(path, 65534, 65534)  # nobody
+
+
+@pytest.mark.parametrize("setup", [
+    pytest.param(lambda path: path.chmod(0o777), id="world-writable"),
+    pytest.param(lambda path: path.chmod(0o750), id="group-readable"),
+    pytest.param(someone_elses, id="someone-elses"),
+])
+def test_the_scripts_refuse_a_head_dir_that_is_not_private(fake_ray, tmp_path, setup):
+    """Another local user may have made the default /tmp dir first, or be able to write into it:
+    neither script starts a head in it nor sources its head.env."""
+    head_dir = Path(fake_ray["RAY_HEAD_DIR"])
+    head_dir.mkdir(mode=0o700)
+    sourced = tmp_path / "head.env was sourced"
+    (head_dir / "head.env").write_text(f"touch '{sourced}'\n")
+    setup(head_dir)
+    for script in ("start_head.sh", "submit_job.sh"):
+        refused = run(script, fake_ray, 60)
+        assert refused.returncode != 0, refused.stdout
+        assert str(head_dir) in refused.stderr
+    assert asked(fake_ray) == "", "ray was run"
+    assert not sourced.exists()
+
+
+def test_the_scripts_refuse_a_head_dir_that_is_a_symlink(fake_ray, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    Path(fake_ray["RAY_HEAD_DIR"]).symlink_to(target)
+    for script in ("start_head.sh", "submit_job.sh"):
+        refused = run(script, fake_ray, 60)
+        assert refused.returncode != 0 and "is not a directory" in refused.stderr
+    assert asked(fake_ray) == ""

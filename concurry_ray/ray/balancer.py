@@ -100,7 +100,7 @@ class PoolBalancer:
         self._version += 1
         return (*self._current(), None)
 
-    async def replace(self, index: int, dead_actor_id: str) -> tuple[int, dict[int, Any], Any]:
+    async def replace(self, index: int, dead_actor: Any) -> tuple[int, dict[int, Any], Any]:
         """Replace a dead worker once, however many handles report its death (at the same time too).
 
         Returns (version, members, failure): ``failure`` is the constructor's (message, cause)
@@ -109,7 +109,7 @@ class PoolBalancer:
         await self._rebuilt()
         if index not in self._replacing:
             current = self._members.get(index)
-            if current is None or current._actor_id.hex() != dead_actor_id:
+            if current is None or current != dead_actor:  # Ray's actor handles compare by actor id
                 return (*self._current(), None if current is not None else self._failed.get(index))
             task = self._replacing[index] = asyncio.ensure_future(self._replace(index))
             task.add_done_callback(lambda _: self._replacing.pop(index, None))

@@ -135,7 +135,7 @@ class RayMembership(LocalMembership):
             fail_unstarted(unstarted, error)
             return
         try:
-            version, members, failure = self._call("replace", slot.index, client.actor._actor_id.hex())
+            version, members, failure = self._call("replace", slot.index, client.actor)
         except Exception as exc:
             fail_unstarted(unstarted, error)
             self._balancer_lost(exc)
@@ -165,7 +165,7 @@ class RayMembership(LocalMembership):
         dispatcher = self.dispatcher
         for index, actor in members.items():
             slot = dispatcher.slot(index)
-            if slot is None or slot.client.actor._actor_id != actor._actor_id:
+            if slot is None or slot.client.actor != actor:  # Ray's actor handles compare by actor id
                 dispatcher.install(index, self._client(index, actor))
         dispatcher.retire([index for index in dispatcher.indexes() if index not in members])
         self._version = version

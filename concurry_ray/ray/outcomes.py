@@ -20,6 +20,7 @@ from ray import exceptions as rex
 from ..errors import SerializationError, WorkerCrashedError
 from ..futures import Adapter, Future, Stored, settle
 from .callback_thread import keep_thread_state
+from .compat import on_completed
 
 log = logging.getLogger("concurry_ray")
 
@@ -55,12 +56,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseException]], None]) -> None:
-    """Call ``callback(value, error)`` on Ray's callback thread once ``ref`` is ready.
+    """Call ``callback(value, error)`` once ``ref`` is ready, on Ray's callback thread (see ``compat.on_completed``).
 
-    ``ObjectRef._on_completed`` is what ``ref.future()`` is built on; calling it
-    directly saves a concurrent future and a lock per call on the hot path (Ray is
-    pinned, so this private method is stable for us). ``ref`` is kept alive until
-    the callback has run: an error whose ref dies unread is reported "unhandled".
+    ``ref`` is kept alive until the callback has run: an error whose ref dies unread
+    is reported "unhandled".
     """
 
     def deliver(result: Any, _keep_alive: Any = ref) -> None:
@@ -70,7 +69,7 @@ def when_done(ref: "ray.ObjectRef", callback: Callable[[Any, Optional[BaseExcept
         else:
             callback(result, None)
 
-    ref._on_completed(deliver)
+    on_completed(ref, deliver)
 
 
 def future_from_ref(ref: "ray.ObjectRef", label: str = "Ray actor") -> Future:
