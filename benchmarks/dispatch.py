@@ -14,6 +14,14 @@ the same method. ``sync`` and ``asyncio`` have no baseline and show absolute
 figures. Ours and the baseline alternate (in turn first) within each repeat and
 the table shows medians, so background load hits both sides alike. A local Ray
 runtime (``num_cpus=2``, no dashboard) is started for the ray row only.
+
+What tracing costs, in ``sync`` and ``thread`` mode: the same worker with
+``opentelemetry-api`` installed and no SDK (every call asks whether to trace,
+and is not traced), and with an SDK whose exporter drops every span (every call
+traced), each against one where ``opentelemetry`` cannot be imported. Each side
+of these rows runs in a fresh child interpreter of its own (the global tracer
+provider can be set only once per process), which measures when asked, so the
+two sides still take turns.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol
 
 from concurry_ray import Worker, gather
 
@@ -61,25 +72,43 @@ class RawEcho:
         return x
 
 
+class Side(Protocol):
+    """One side of a row: something that measures itself when asked."""
+
+    def measure(self, measure: Callable[["Subject", int], float], calls: int) -> float:
+        """Microseconds per call that ``measure`` finds over ``calls`` calls."""
+
+
 @dataclass
 class Subject:
-    """One thing to measure: how to submit a call, wait for many, and wait for one."""
+    """One thing to measure in this process: how to submit a call, wait for many, and wait for one."""
 
     submit: Callable[[int], Any]
     gather: Callable[[list], list]
     result: Callable[[Any], Any]
 
+    def measure(self, measure: Callable[["Subject", int], float], calls: int) -> float:
+        """``measure`` run here."""
+        return measure(self, calls)
+
 
 @dataclass
 class Row:
-    """One line of the table: a mode, its baseline (if any) and the target ratio."""
+    """One line of the table: a mode, its baseline (if any) and the target ratio; ``name`` (default:
+    the mode) is what the table calls it."""
 
     mode: str
-    ours: Callable[[], ContextManager[Subject]]
+    ours: Callable[[], ContextManager[Side]]
     baseline_name: str = "-"
-    baseline: Optional[Callable[[], ContextManager[Subject]]] = None
+    baseline: Optional[Callable[[], ContextManager[Side]]] = None
     target: Optional[float] = None
     runtime: Callable[[], ContextManager] = nullcontext
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The row's name in the table."""
+        return self.name or self.mode
 
 
 @contextmanager
@@ -120,6 +149,80 @@ def raw_actor() -> Iterator[Subject]:
         ray.kill(actor)
 
 
+CHILD_CODE = """
+import sys
+if {hide_otel}:
+    sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
+sys.path.insert(0, {folder!r})
+import dispatch
+dispatch.serve({mode!r}, {sdk})
+"""
+
+
+class Child:
+    """A side measured by ``serve`` in a child interpreter: one request line in, one figure out."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def measure(self, measure: Callable[[Subject, int], float], calls: int) -> float:
+        """``measure`` run by the child, on its worker."""
+        self.process.stdin.write(f"{measure.__name__} {calls}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+
+@contextmanager
+def in_child(mode: str, hide_otel: bool = False, sdk: bool = False) -> Iterator[Child]:
+    """An ``Echo`` worker in ``mode`` in a child interpreter: without ``opentelemetry`` (``hide_otel``),
+    or with an SDK whose exporter drops every span (``sdk``)."""
+    code = CHILD_CODE.format(hide_otel=hide_otel, folder=str(Path(__file__).parent), mode=mode, sdk=sdk)
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the {mode} child for the tracing rows did not start (exit code {process.wait()})")
+        yield Child(process)
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
+def serve(mode: str, sdk: bool) -> None:
+    """In a child interpreter: build ``ours(mode)``, then answer each request "MEASURE CALLS" with a figure."""
+    if sdk:
+        install_dropping_sdk()
+    with ours(mode) as subject:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            name, calls = line.split()
+            print(MEASURE_NAMED[name](subject, int(calls)), flush=True)
+
+
+def install_dropping_sdk() -> None:
+    """Set an SDK tracer provider whose batch processor hands every span to an exporter that drops it."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    trace.set_tracer_provider(provider)
+
+
+def tracing_rows(mode: str) -> list[Row]:
+    """What tracing costs in ``mode``: the API without an SDK (target: at most 5 % more), and an SDK."""
+    return [
+        Row(mode, lambda: in_child(mode), "no opentelemetry", lambda: in_child(mode, hide_otel=True), 1.05,
+            name=f"{mode}, API, no SDK"),
+        Row(mode, lambda: in_child(mode, sdk=True), "no opentelemetry", lambda: in_child(mode, hide_otel=True),
+            name=f"{mode}, SDK, no-op export"),
+    ]
+
+
 ROWS = [
     Row("sync", lambda: ours("sync")),
     Row("asyncio", lambda: ours("asyncio")),
@@ -132,6 +235,8 @@ ROWS = [
         1.5,
     ),
     Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2, ray_runtime),
+    *tracing_rows("sync"),
+    *tracing_rows("thread"),
 ]
 
 
@@ -153,6 +258,7 @@ def call_result_us(subject: Subject, calls: int) -> float:
 
 
 MEASURES = (submit_gather_us, call_result_us)
+MEASURE_NAMED = {measure.__name__: measure for measure in MEASURES}
 
 
 def measure_row(row: Row, calls: int, repeat: int) -> dict:
@@ -164,13 +270,13 @@ def measure_row(row: Row, calls: int, repeat: int) -> dict:
         if row.baseline is not None:
             subjects["baseline"] = stack.enter_context(row.baseline())
         for subject in subjects.values():
-            submit_gather_us(subject, WARMUP_CALLS)
+            subject.measure(submit_gather_us, WARMUP_CALLS)
         for turn in range(repeat):
             order = list(subjects.items())[:: 1 if turn % 2 == 0 else -1]
             for measure in MEASURES:
                 for side, subject in order:
                     time.sleep(SETTLE_SECONDS)
-                    samples[side, measure].append(measure(subject, calls))
+                    samples[side, measure].append(subject.measure(measure, calls))
     return {key: statistics.median(values) for key, values in samples.items() if values}
 
 
@@ -178,8 +284,8 @@ def format_table(results: list[tuple[Row, dict]]) -> str:
     """The table: for each measure, ours, the baseline and their ratio (``*`` when over the target)."""
     cell = "{:>9} {:>9} {:>7}"
     lines = [
-        f"{'':<32}| {'submit N, then gather':^27} | {'one call + result':^27} |",
-        f"{'mode':<8}{'baseline':<24}| {cell.format('ours', 'base', 'ratio')} | {cell.format('ours', 'base', 'ratio')} | target",
+        f"{'':<50}| {'submit N, then gather':^27} | {'one call + result':^27} |",
+        f"{'mode':<26}{'baseline':<24}| {cell.format('ours', 'base', 'ratio')} | {cell.format('ours', 'base', 'ratio')} | target",
     ]
     lines.append("-" * len(lines[1]))
     for row, medians in results:
@@ -190,9 +296,9 @@ def format_table(results: list[tuple[Row, dict]]) -> str:
                 cells.append(cell.format(f"{mine:.1f}", "-", "-"))
             else:
                 ratio = mine / base
-                cells.append(cell.format(f"{mine:.1f}", f"{base:.1f}", f"{ratio:.2f}" + ("*" if ratio > row.target else " ")))
+                cells.append(cell.format(f"{mine:.1f}", f"{base:.1f}", f"{ratio:.2f}" + ("*" if row.target and ratio > row.target else " ")))
         target = f"<= {row.target}x" if row.target else ""
-        lines.append(f"{row.mode:<8}{row.baseline_name:<24}| {cells[0]} | {cells[1]} | {target}".rstrip())
+        lines.append(f"{row.label:<26}{row.baseline_name:<24}| {cells[0]} | {cells[1]} | {target}".rstrip())
     return "\n".join(lines)
 
 
@@ -201,13 +307,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per measurement (default 2000)")
     parser.add_argument("--repeat", type=int, default=5, help="measurements per figure; the median is shown (default 5)")
-    parser.add_argument("--modes", nargs="+", default=[r.mode for r in ROWS], choices=[r.mode for r in ROWS])
+    modes = list(dict.fromkeys(row.mode for row in ROWS))
+    parser.add_argument("--modes", nargs="+", default=modes, choices=modes)
     args = parser.parse_args()
 
     results = []
     for row in ROWS:
         if row.mode in args.modes:
-            print(f"measuring {row.mode} ...", flush=True)
+            print(f"measuring {row.label} ...", flush=True)
             results.append((row, measure_row(row, args.calls, args.repeat)))
     print(f"\nmicroseconds per call, median of {args.repeat} runs of {args.calls} calls; "
           "ratio = ours / baseline, * = over the target\n")

@@ -24,6 +24,7 @@ from .errors import (
     CallTimeoutError,
     ConfigError,
     LimitsUnavailableError,
+    PoolNotFoundError,
     PoolStoppedError,
     RetryValidationError,
     SerializationError,
@@ -45,6 +46,7 @@ from .futures import (
 )
 from .future_types import AsyncioFuture, BaseFuture, ConcurrentFuture, RayFuture, SyncFuture
 from .limits import Acquisition, CallLimit, Limit, LimitPool, LimitSet, LimitSetAcquisition, RateLimit, ResourceLimit
+from .named_pools import get_pool, remove_pool
 from .options import RetryConfig
 from .pools.handle import Pool
 from .progress import ProgressBar
@@ -56,6 +58,8 @@ __all__ = [
     "Worker",
     "WorkerBuilder",
     "Pool",
+    "get_pool",
+    "remove_pool",
     "TaskWorker",
     "Task",
     "task",
@@ -103,6 +107,7 @@ __all__ = [
     "WorkerInitError",
     "WorkerCrashedError",
     "PoolStoppedError",
+    "PoolNotFoundError",
     "LimitsUnavailableError",
     "RetryValidationError",
 ]

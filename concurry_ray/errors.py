@@ -51,6 +51,10 @@ class PoolStoppedError(RuntimeError):
     """A worker or pool handle was used after ``stop()``."""
 
 
+class PoolNotFoundError(LookupError):
+    """No pool of the given name exists (``get_pool``, ``remove_pool``)."""
+
+
 class LimitsUnavailableError(RuntimeError):
     """The holder of a shared LimitSet cannot be reached."""
 

@@ -379,6 +379,7 @@ class _Progress:
 
     def __init__(self, progress: Any, total: int, desc: str) -> None:
         self._total, self._count, self._start = total, itertools.count(1), time.monotonic()
+        self._counted = threading.Semaphore(0)  # released once per future counted
         self._callback = progress if callable(progress) else None
         self._bar = None
         if progress and self._callback is None:
@@ -398,14 +399,20 @@ class _Progress:
         """One more is done."""
         if not self.active:
             return
-        done = next(self._count)
-        if self._bar is not None:
-            self._bar.update(1)
-        else:
-            self._callback(done, self._total, time.monotonic() - self._start)
+        try:
+            done = next(self._count)
+            if self._bar is not None:
+                self._bar.update(1)
+            else:
+                self._callback(done, self._total, time.monotonic() - self._start)
+        finally:
+            self._counted.release()
 
-    def close(self) -> None:
-        """Stop counting and close the bar."""
+    def close(self, counted: int = 0) -> None:
+        """Stop counting and close the bar, once ``counted`` futures have been counted: a wait
+        can see a future done before its done-callbacks (this count among them) have run."""
+        for _ in range(counted if self.active else 0):
+            self._counted.acquire()
         if self.active and self._bar is not None:
             self._bar.close()
         self.active = False
@@ -491,7 +498,7 @@ def wait(
     tracker = _Progress(progress, len(mapping), "Waiting")
     tracker.watch(mapping)
     done, not_done = cf.wait(list(mapping), timeout=timeout, return_when=when)
-    tracker.close()
+    tracker.close(counted=len(done))
     return {mapping[f] for f in done}, {mapping[f] for f in not_done}
 
 

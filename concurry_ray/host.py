@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from .errors import SerializationError, WorkerInitError, attach_remote_traceback
 from .methods import is_async_method, public_methods
 from .protocol import Call, WorkerSpec
+from .tracing import call_attributes, consuming, worker_number
 
 _BUILDING = contextvars.ContextVar("concurry_ray_building_worker", default=False)
 
@@ -120,16 +121,30 @@ class Host:
         return getattr(self.instance, name)
 
     def run(self, call: Call) -> Any:
-        """Run a sync method (with retries) and return its value or raise."""
+        """Run a sync method (with retries) and return its value or raise; a traced call
+        runs inside its CONSUMER span."""
         bound = self.method(call.method)
+        if call.trace is not None:
+            with self._span(call):
+                return self._retry.run(call, bound)
         if call.method in self._retry.run_once:  # the hot path: no retry runner in between
             return bound(*call.args, **call.kwargs)
         return self._retry.run(call, bound)
 
     async def run_async(self, call: Call) -> Any:
-        """Run an async method (with retries) on the current event loop."""
+        """Run an async method (with retries) on the current event loop; a traced call
+        runs inside its CONSUMER span."""
         bound = self.method(call.method)
-        return await self._retry.run_async(call, bound)
+        if call.trace is None:
+            return await self._retry.run_async(call, bound)
+        with self._span(call):
+            return await self._retry.run_async(call, bound)
+
+    def _span(self, call: Call) -> Any:
+        """The CONSUMER span of a traced call (see ``concurry_ray.tracing``), as a context manager."""
+        spec, name = self.spec, self.spec.cls.__name__
+        attributes = call_attributes(spec.options, name, call.method, worker_number(spec.label))
+        return consuming(call.trace, f"{name}.{call.method}", attributes)
 
     def run_on_loop(self, call: Call) -> _CFuture:
         """Schedule an async method on the worker's loop; a concurrent future of its outcome."""

@@ -58,6 +58,10 @@ class WorkerOptions(BaseModel):
     actor_options: dict = Field(default_factory=dict)
     mp_context: str = "forkserver"
     name: Optional[str] = None
+    lifetime: Optional[str] = None
+    min_workers: Optional[int] = None
+    initial_workers: Optional[int] = None
+    idle_timeout: float = 60.0
     health_check: Optional[str] = None
     health_check_interval: float = 10.0
     call_timeout: Optional[float] = None
@@ -109,7 +113,7 @@ class WorkerOptions(BaseModel):
             raise ValueError(f"{info.field_name}={value!r} must be True or False, not {type(value).__name__}")
         return value
 
-    @field_validator("max_workers", "max_queued_tasks", mode="before")
+    @field_validator("max_workers", "max_queued_tasks", "min_workers", "initial_workers", mode="before")
     @classmethod
     def _pool_sizes(cls, value: Any, info: ValidationInfo) -> Optional[int]:
         field = info.field_name
@@ -128,10 +132,25 @@ class WorkerOptions(BaseModel):
 
     _retry_option = field_validator(*RETRY_OPTIONS)(_check_retry_field)
 
-    @field_validator("health_check_interval", mode="before")
+    @field_validator("health_check_interval", "idle_timeout", mode="before")
     @classmethod
-    def _positive_interval(cls, value: Any) -> float:
-        return check_number("health_check_interval", value, 0, above=True)
+    def _positive_interval(cls, value: Any, info: ValidationInfo) -> float:
+        return check_number(info.field_name, value, 0, above=True)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Optional[str]:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"name={value!r} must be a non-empty string, or None")
+        return value
+
+    @field_validator("lifetime", mode="before")
+    @classmethod
+    def _lifetime(cls, value: Any) -> Optional[str]:
+        allowed = (None, "detached", "non_detached")
+        if value not in allowed:
+            raise ValueError(f"lifetime={value!r} is not one of {allowed} (Ray's values)")
+        return None if value == "non_detached" else value
 
     @field_validator("call_timeout", mode="before")
     @classmethod
@@ -164,7 +183,33 @@ class WorkerOptions(BaseModel):
             raise ValueError("max_workers=0 is only allowed with on_demand=True (it means: no cap on live workers)")
         if self.on_demand and not backend.supports_pools:
             raise ValueError(f"on_demand=True is not allowed in mode {self.mode!r}: it runs exactly one worker")
+        if self.lifetime is not None:
+            self._check_detached(backend)
+        if self.min_workers is not None or self.initial_workers is not None:
+            self._check_elastic(backend)
         return self
+
+    def _check_detached(self, backend: type) -> None:
+        if not backend.supports_detached:
+            raise ValueError(
+                f"lifetime={self.lifetime!r} is not allowed in mode {self.mode!r}: only mode 'ray' pools can outlive "
+                "their driver"
+            )
+        if self.name is None:
+            raise ValueError(f"lifetime={self.lifetime!r} needs a name= (the pool is found again by its name)")
+
+    def _check_elastic(self, backend: type) -> None:
+        if self.on_demand or not backend.supports_pools:
+            raise ValueError(
+                f"min_workers/initial_workers apply to persistent pools in mode 'thread', 'process' or 'ray' "
+                f"(got mode={self.mode!r}, on_demand={self.on_demand})"
+            )
+        size, low = self.pool_size, self.min_workers if self.min_workers is not None else self.pool_size
+        if low > size:
+            raise ValueError(f"min_workers={low} must be <= max_workers={size}")
+        start = self.initial_workers
+        if start is not None and not low <= start <= size:
+            raise ValueError(f"initial_workers={start} must be between min_workers={low} and max_workers={size}")
 
     @property
     def pool_size(self) -> int:
@@ -172,6 +217,19 @@ class WorkerOptions(BaseModel):
         if self.on_demand:
             return 0
         return self.max_workers or 1
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the pool grows and shrinks between ``min_workers`` and ``max_workers``."""
+        return self.min_workers is not None and self.min_workers < self.pool_size
+
+    @property
+    def initial_size(self) -> int:
+        """How many persistent workers the pool starts with: ``initial_workers``, else ``min_workers``
+        for an elastic pool, else its size."""
+        if self.initial_workers is not None:
+            return self.initial_workers
+        return self.min_workers if self.elastic else self.pool_size
 
     @property
     def worker_cap(self) -> int:

@@ -25,11 +25,17 @@ from .futures import Future, settle
 from .methods import is_async_method
 
 class Call(NamedTuple):
-    """One method call: what the host runs."""
+    """One method call: what the host runs.
+
+    ``trace`` is the caller's W3C trace context (a plain dict holding ``traceparent``)
+    when the call is traced, else None; see ``concurry_ray.tracing``. Whoever rebuilds
+    a call keeps it (``call._replace(...)``).
+    """
 
     method: str
     args: tuple
     kwargs: dict
+    trace: Optional[dict] = None
 
 
 @dataclass
@@ -107,6 +113,7 @@ class Backend(ABC):
     name: ClassVar[str]
     supports_pools: ClassVar[bool] = True
     on_demand_default_max_workers: ClassVar[int] = 0
+    supports_detached: ClassVar[bool] = False  # pools that outlive their driver (lifetime="detached")
     crosses_process: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:

@@ -28,7 +28,9 @@ Retries run inside the worker that received the call (no round trip to the
 caller), sync methods sleeping with ``time.sleep`` and async ones with
 ``await asyncio.sleep``. Limits are released between attempts because an
 attempt acquires them in a ``with self.limits.acquire(...)`` block, which
-releases on the way out, also when the attempt raises.
+releases on the way out, also when the attempt raises. A traced call records each
+retry on its CONSUMER span (``concurry.attempt`` and a ``retry`` event, see
+``concurry_ray.tracing``).
 
 A worker that *dies* cannot retry its own call; the pool re-sends it to another
 worker when ``retry_on`` names :class:`WorkerCrashedError` (see
@@ -49,6 +51,7 @@ from typing import Any, Callable, Optional
 from .enums import RetryAlgorithm, parse
 from .errors import ConfigError, RetryValidationError, closest
 from .protocol import Call
+from .tracing import retrying
 
 RETRY_OPTIONS = (
     "num_retries",
@@ -414,7 +417,9 @@ class RetryRunner:
     def _next_wait(self, attempts: Attempts) -> float:
         with self._lock:
             self.retries += 1
-            return attempts.next_wait(self._rng)
+            wait = attempts.next_wait(self._rng)
+        retrying(attempts.number, wait, _describe_outcome(attempts.outcomes[-1]))
+        return wait
 
 
 # ----- crashes: re-sending a call to another worker of the pool ---------------------------

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 import cloudpickle
 
+from .display import pool_html, read_stats
 from .futures import Future, seconds_left
 from .pools.handle import Pool
 from .progress import ProgressBar
@@ -296,6 +297,13 @@ class Task:
     def __repr__(self) -> str:
         state = "not started" if self._pool is None else repr(self._pool)
         return f"<task {self.__qualname__} {self._builder.options.mode!r}: {state}>"
+
+    def _repr_html_(self) -> str:
+        """The task's workers as a small table in a notebook (see ``Pool``); showing it starts none."""
+        title, workers = f"task {self.__qualname__}", self._pool
+        if workers is None:
+            return pool_html(title, {"mode": self._builder.options.mode}, state="not started")
+        return pool_html(title, read_stats(workers.get_pool_stats))
 
 
 def Executor(  # noqa: N802 - named like the class it stands for, as in concurry

@@ -98,6 +98,11 @@ class _Timers:
                     return callback
                 self._cond.wait(min(remaining, LONGEST_WAIT))
 
+    def pending(self) -> int:
+        """How many entries wait for their time (cancelled ones not counted)."""
+        with self._cond:
+            return len(self._heap) - self._cancelled
+
 
 _TIMERS = _Timers()
 
@@ -105,6 +110,11 @@ _TIMERS = _Timers()
 def call_at(when: float, callback: Callback) -> Scheduled:
     """Run ``callback()`` on the timer thread once ``time.monotonic()`` reaches ``when``."""
     return _TIMERS.call_at(when, callback)
+
+
+def pending() -> int:
+    """How many callbacks (call deadlines, limits alarms) wait for their time; cancelled ones are not counted."""
+    return _TIMERS.pending()
 
 
 def _after_fork() -> None:

@@ -26,6 +26,11 @@ def stopped(client: Any) -> None:
     _LIVE.discard(client)
 
 
+def count() -> int:
+    """How many process workers this process started and has not stopped yet."""
+    return len(_LIVE)
+
+
 @atexit.register
 def close_forgotten_workers() -> None:
     """Stop (within a few seconds) process workers that were never stopped."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,13 +68,43 @@ def stop_processes_of(marker: str) -> None:
             time.sleep(0.1)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A separate Ray head (``ray start --head``) on loopback with its own temp dir and ports, for tests
+    with several driver processes: yields (address, env for its drivers); stopped by the pids it started."""
+    temp_dir = tempfile.mkdtemp(prefix="crl-", dir="/tmp")  # short: Ray's socket paths live under it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+    port = free_port()
+    ports = {flag: free_port() for flag in (
+        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+        "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
+    )}
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+               f"--port={port}", "--include-dashboard=false", "--num-cpus=2", f"--temp-dir={temp_dir}",
+               "--disable-usage-stats", *(f"{flag}={value}" for flag, value in ports.items())]
+    try:
+        subprocess.run(command, env=env, check=True, timeout=90, capture_output=True)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        stop_processes_of(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def ray_runtime():
     """Start one local Ray runtime for the whole session and shut it down at the end."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(num_cpus=2, resources={"test_slot": 2}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 

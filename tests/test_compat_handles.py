@@ -349,7 +349,7 @@ def test_ray_actor_refuses_a_private_method_sent_in_a_batch(ray_runtime):
     actor = start_actor(spec, RAY_ACTOR)
     try:
         assert ray_runtime.get(actor.__concurry_ready__.remote(), timeout=60) is None
-        calls = [("_secret", (), {}), ("__init__", (), {}), ("was_touched", (), {})]
+        calls = [tuple(Call(name, (), {})) for name in ("_secret", "__init__", "was_touched")]
         refs = actor.__concurry_batch__.options(num_returns=len(calls) + 1).remote(calls)
         receipts = ray_runtime.get(refs[0], timeout=60)
         for refused in receipts[:2]:

@@ -1,4 +1,5 @@
-"""Every Python example in the README and the guides (docs/workers.md, futures.md, errors.md, modes.md, compat.md) runs as written."""
+"""Every Python example in the README and the guides (docs/workers.md, pools.md, futures.md, errors.md, modes.md, compat.md,
+observability.md) runs as written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from conftest import REPO
 
 from concurry_ray.modes import MODES
 
-GUIDES = ["README.md", "docs/workers.md", "docs/futures.md", "docs/errors.md", "docs/modes.md", "docs/compat.md"]
+GUIDES = [
+    "README.md",
+    "docs/workers.md",
+    "docs/pools.md",
+    "docs/futures.md",
+    "docs/errors.md",
+    "docs/modes.md",
+    "docs/compat.md",
+    "docs/observability.md",
+]
 
 
 def examples() -> list:

@@ -8,20 +8,10 @@ allows for a few seconds and prints the spans it held.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import pytest
-from conftest import stop_processes_of
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 CAPACITY = 30
 RUN_SECONDS = 3.0
 SET_NAME = "test-cluster-shared-calls"
@@ -48,38 +38,10 @@ def drive(address: str) -> None:
     ray.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def cluster():
-    """A separate Ray head on loopback with its own temp dir and ports; stopped by the pids it started."""
-    temp_dir = tempfile.mkdtemp(prefix="crl-", dir="/tmp")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
-    port = _free_port()
-    ports = {flag: _free_port() for flag in (
-        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-        "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-    )}
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-               f"--port={port}", "--include-dashboard=false", "--num-cpus=1", f"--temp-dir={temp_dir}",
-               "--disable-usage-stats", *(f"{flag}={value}" for flag, value in ports.items())]
-    try:
-        subprocess.run(command, env=env, check=True, timeout=90, capture_output=True)
-        yield f"127.0.0.1:{port}", env
-    finally:
-        stop_processes_of(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def test_two_drivers_share_a_named_limit_set(cluster):
+def test_two_drivers_share_a_named_limit_set(ray_head):
     from test_limits_pool import most_in_any_window
 
-    address, env = cluster
+    address, env = ray_head
     drivers = [
         subprocess.Popen([sys.executable, __file__, address], env=env, text=True,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from concurry_ray import LimitsUnavailableError, ResourceLimit
+from concurry_ray.limits import client as registry
 from concurry_ray.limits.client import RemoteHolder
 from concurry_ray.limits.ledger import Ledger
 from concurry_ray.limits import server as server_module
@@ -141,3 +142,17 @@ def test_closing_never_hands_a_closing_sessions_grant_to_another(attempt, monkey
     server.close()
     waiter.join(5)
     assert len(outcomes) == 1 and "closed the connection" in str(outcomes[0]), outcomes
+
+
+def test_a_forgotten_holder_gets_a_new_client(served):
+    """What remove_holder() relies on: a removed holder's client is dropped, so this process's
+    registry of clients does not grow with every Ray pool that has limits."""
+    _, server, _ = served
+    before = registry.count()
+    first = registry.client_for(RemoteHolder, "test-forget", server.locator, None, frozenset())
+    assert registry.client_for(RemoteHolder, "test-forget", server.locator, None, frozenset()) is first
+    assert registry.count() == before + 1
+    registry.forget("test-forget")
+    assert registry.count() == before
+    assert registry.client_for(RemoteHolder, "test-forget", server.locator, None, frozenset()) is not first
+    registry.forget("test-forget")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import stop_processes_of
+from conftest import free_port, stop_processes_of
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -34,16 +33,10 @@ SLOTS = 2
 SERVED_WITHIN = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _node_args(**extra) -> dict:
     """Ports of a node's own agents, so this cluster never meets the test session's runtime."""
     ports = ("dashboard_agent_listen_port", "metrics_export_port", "runtime_env_agent_port")
-    return {"num_cpus": 1, **{name: _free_port() for name in ports}, **extra}
+    return {"num_cpus": 1, **{name: free_port() for name in ports}, **extra}
 
 
 def _settled_within(futures: list, seconds: float) -> bool:

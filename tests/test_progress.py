@@ -62,6 +62,27 @@ def test_failure_and_context_manager():
     assert other.n == 3
 
 
+def test_default_style_is_tqdm_auto_so_notebooks_get_widgets(monkeypatch):
+    import tqdm.auto
+    import tqdm.std
+
+    made = []
+
+    class NotebookBar(tqdm.std.tqdm):  # what tqdm.auto gives inside Jupyter
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs["desc"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", NotebookBar)
+    bar = ProgressBar(total=2, desc="by hand", file=io.StringIO())
+    assert type(bar._bar) is NotebookBar
+    bar.close()
+    with TaskWorker.options(mode="thread", max_workers=2).init() as pool:
+        assert list(pool.map(abs, [-1, -2], progress={"file": io.StringIO()})) == [1, 2]
+        assert gather([pool.submit(abs, -3)], progress={"file": io.StringIO(), "desc": "gather"}) == [3]
+    assert made == ["by hand", "map", "gather"]
+
+
 def test_unknown_style_is_a_config_error():
     with pytest.raises(ConfigError, match="style='rey' is not a progress bar style \\(did you mean 'ray'\\?\\)"):
         ProgressBar(total=1, style="rey")

@@ -50,6 +50,13 @@ class Log(Worker):
     def pid(self) -> int:
         return os.getpid()
 
+    def note(self, path: str, item: int, seconds: float) -> int:
+        """Append ``item`` to the file at ``path`` (one line per run), then sleep."""
+        with open(path, "a") as journal:
+            journal.write(f"{item}\n")
+        time.sleep(seconds)
+        return item
+
     def lock(self):
         return threading.Lock()
 
@@ -149,6 +156,21 @@ def test_a_crash_during_a_batch_fails_the_running_call_and_reruns_the_rest(log):
     assert gather(queued, timeout=60) == list(range(30))
     assert log.history().result(timeout=30)[0] == list(range(30))
     assert log.pid().result(timeout=30) != pid
+
+
+def test_a_crash_in_the_middle_of_a_batch_runs_none_of_its_calls_twice(log, tmp_path):
+    pid = log.pid().result(timeout=30)
+    journal = tmp_path / "ran.txt"
+    first = [log.slow(0.5), log.slow(0.5)]  # two tasks in flight: the next calls wait, then go as one batch
+    batch = [log.note(str(journal), i, 0.2) for i in range(10)]
+    time.sleep(1.0 + 0.5)  # the batch is running its third call or so
+    os.kill(pid, signal.SIGKILL)
+    outcomes = gather(first + batch, return_exceptions=True, timeout=60)
+    ran = journal.read_text().split()
+    assert len(ran) == len(set(ran)), f"calls ran twice: {ran}"
+    assert 0 < len(ran) < 10, ran  # the kill came in the middle of the batch
+    crashed = [i for i, o in enumerate(outcomes[2:]) if isinstance(o, WorkerCrashedError)]
+    assert crashed == list(range(10)), outcomes  # every call of the running batch may have run: all fail
 
 
 def test_long_async_calls_never_hold_back_a_sync_call(ray_runtime):

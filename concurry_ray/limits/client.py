@@ -360,3 +360,15 @@ def client_for(cls: type, key: Any, locator: tuple, relocate: Optional[Callable[
         if client is None:
             client = _CLIENTS[(os.getpid(), key)] = cls(key, locator, relocate, stands_in_for)
         return client
+
+
+def forget(key: Any) -> None:
+    """Drop this process's client of the holder ``key``, which was removed (a new holder of that name gets a new client)."""
+    with _CLIENTS_LOCK:
+        _CLIENTS.pop((os.getpid(), key), None)
+
+
+def count() -> int:
+    """How many holder clients this process keeps: one per holder it reached and has not removed."""
+    with _CLIENTS_LOCK:
+        return len(_CLIENTS)

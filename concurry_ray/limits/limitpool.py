@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..pools.balancing import make_balancer
+from ..display import limits_html, read_stats
 from ..enums import LoadBalancingAlgorithm, parse
 from ..errors import ConfigError
 from .limitset import LimitSet, LimitSetAcquisition, check_timeout, in_event_loop
@@ -185,6 +186,11 @@ class LimitPool:
 
     def __repr__(self) -> str:
         return f"<LimitPool {self.load_balancing.name} worker_index={self.worker_index} {list(self.limit_sets)}>"
+
+    def _repr_html_(self) -> str:
+        """The pool of sets as small tables in a notebook: how it chooses, and each set's usage per key."""
+        known = {"num_limit_sets": len(self.limit_sets), "load_balancing": self.load_balancing.name}
+        return limits_html("LimitPool", {**known, **read_stats(self.get_stats)})
 
 
 class PoolAcquisition:

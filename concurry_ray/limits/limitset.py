@@ -7,8 +7,10 @@ import math
 import threading
 from typing import Any, Mapping, Optional, Sequence
 
+from ..display import limits_html, read_stats
 from ..errors import ConfigError, closest
 from ..modes import canonical_mode, limits_holder
+from ..tracing import acquiring
 from .holders import Holder, PrivateHolder
 from .models import CALL_KEY, Limit, check_limits
 
@@ -169,8 +171,10 @@ class LimitSet:
     # ----- stats and lifetime ---------------------------------------------------------
     def get_stats(self) -> dict:
         """Usage per key: ``{"limits": {key: {kind, capacity, used, available, waiting, ...}}, "waiting", "granted", ...}``."""
-        where = {"mode": self.mode, "shared": self.shared, "name": self.name, "config": dict(self.config)}
-        return {**where, **self._holder.stats()}
+        return {**self._where(), "config": dict(self.config), **self._holder.stats()}
+
+    def _where(self) -> dict:
+        return {"mode": self.mode, "shared": self.shared, "name": self.name}
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -211,6 +215,11 @@ class LimitSet:
         where = f"shared, mode={self.mode!r}" if self.shared else "private"
         named = f", name={self.name!r}" if self.name else ""
         return f"<LimitSet [{keys}] {where}{named}>"
+
+    def _repr_html_(self) -> str:
+        """The set as a small table in a notebook: where it is held, and per key the units used
+        of its capacity and the requests waiting (the ``config``, which may hold secrets, is left out)."""
+        return limits_html("LimitSet", {**self._where(), **read_stats(self.get_stats)})
 
 
 def check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -306,7 +315,8 @@ class LimitSetAcquisition:
 
     def __enter__(self) -> "LimitSetAcquisition":
         if self._must_ask():
-            self._hold(self.limit_set._holder.acquire(self._asked, self.timeout))
+            with acquiring(self.requested):
+                self._hold(self.limit_set._holder.acquire(self._asked, self.timeout))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -314,7 +324,8 @@ class LimitSetAcquisition:
 
     async def __aenter__(self) -> "LimitSetAcquisition":
         if self._must_ask():
-            self._hold(await self.limit_set._holder.acquire_async(self._asked, self.timeout))
+            with acquiring(self.requested):
+                self._hold(await self.limit_set._holder.acquire_async(self._asked, self.timeout))
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

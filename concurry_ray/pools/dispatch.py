@@ -79,6 +79,7 @@ class Slot:
     handed_over: int = 0  # calls re-sent to another worker after this one died
     restarts: int = 0
     retired: bool = False
+    idle_since: float = field(default_factory=time.monotonic)  # when it last had nothing in flight
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     on_done: Optional[Callable[[Future], None]] = field(default=None, repr=False)
     moved: set = field(default_factory=set, repr=False)  # futures of handed-over calls not finished yet
@@ -141,6 +142,9 @@ class Dispatcher:
         self._on_demand: set = set()
         self._reaper = _Reaper(self._reaped)
         self._unserved: Optional[BaseException] = None  # why calls fail at once: no worker is left, none can be built
+        # An elastic pool keeps calls in its own queue while its workers are busy: they wait there for
+        # the workers it adds, and their number tells it to grow.
+        self._queue_limit = options.max_queued_tasks or (1 if options.elastic else None)
 
     def connect(self, listener: Listener) -> None:
         """Tell ``listener`` (the pool's membership) about deaths, activity and other handles' loads."""
@@ -310,7 +314,7 @@ class Dispatcher:
         return self._choose(candidates) if candidates else None
 
     def _has_room(self, slot: Slot) -> bool:
-        limit = self._options.max_queued_tasks
+        limit = self._queue_limit
         return limit is None or slot.in_flight < limit
 
     def _choose(self, candidates: list[Slot]) -> Slot:
@@ -341,6 +345,8 @@ class Dispatcher:
                 slot.failed += 1
             else:
                 slot.completed += 1
+            if not slot.in_flight:
+                slot.idle_since = time.monotonic()
         if self._parked:
             with self._lock:
                 self.release_parked()
@@ -383,6 +389,11 @@ class Dispatcher:
     def queued(self) -> int:
         """How many calls wait in the pool's queue."""
         return len(self._parked)
+
+    def idle_times(self) -> dict[int, float]:
+        """Per live slot, how long (seconds) it has had nothing in flight from this handle; 0 while busy."""
+        now = time.monotonic()
+        return {s.index: 0.0 if s.in_flight else now - s.idle_since for s in self._roster}
 
     # ----- stopping -----------------------------------------------------------
     def close(self) -> bool:
@@ -429,9 +440,24 @@ class Dispatcher:
             self._past_retries += client.retries() or 0
 
     # ----- figures --------------------------------------------------------------
+    def summary(self) -> dict:
+        """The figures known without asking any worker: mode, size, cap, state and queue.
+
+        It takes no lock, so a ``repr`` never waits; ``stats()`` calls it under the lock.
+        """
+        options = self._options
+        return {
+            "mode": options.mode,
+            "total_workers": len(self._on_demand) if options.on_demand else len(self._roster),
+            "max_workers": options.worker_cap,
+            "on_demand": options.on_demand,
+            "on_demand_active": len(self._on_demand),
+            "stopped": self._closed,
+            "queued": len(self._parked),
+        }
+
     def stats(self) -> dict:
         """The figures this handle keeps: size, state, queue, balancer and per-worker health."""
-        options = self._options
         with self._lock:
             live = list(self._roster)
             retired = [s for s in self._slots.values() if s.retired]
@@ -445,16 +471,7 @@ class Dispatcher:
                 balancer["total_active"] = sum(s.in_flight for s in live)
             if balancer["algorithm"] == "LeastTotalLoad":
                 balancer["total_calls"] = {s.index: s.dispatched for s in live}
-            stats = {
-                "mode": options.mode,
-                "total_workers": len(self._on_demand) if options.on_demand else len(live),
-                "max_workers": options.worker_cap,
-                "on_demand": options.on_demand,
-                "on_demand_active": len(self._on_demand),
-                "stopped": self._closed,
-                "queued": len(self._parked),
-                "load_balancer": balancer,
-            }
+            stats = {**self.summary(), "load_balancer": balancer}
             past_retries = self._past_retries
         # Outside the lock: asking a Ray worker for its retry count is a round trip (all asked at once).
         for slot in live:

@@ -18,7 +18,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .. import tracing
 from ..deadlines import expire_after
+from ..display import pool_html, pool_repr, read_stats
 from ..errors import ConfigError, PoolStoppedError, closest
 from ..futures import Future, as_future, chain, is_awaitable_result, settle
 from ..methods import public_methods
@@ -27,6 +29,7 @@ from ..nested import collect_arguments, replace
 from ..options import WorkerOptions
 from ..protocol import Backend, Call
 from ..retry import check_method_names
+from .autoscale import Autoscaler
 from .balancing import make_balancer
 from .crashes import crash_retries
 from .dispatch import Dispatcher, deadline_after
@@ -108,12 +111,13 @@ class Pool:
         self._dispatcher.connect(self._members)
         self._stopper = _Stopper(self._dispatcher, self._members, self._backend, None, extras.get("limits"))
         try:
-            self._dispatcher.install_all(self._members.initial(options.pool_size))
+            self._dispatcher.install_all(self._members.initial(options.initial_size))
         except BaseException:  # a failed .init() leaves nothing behind: workers, balancer, limits holder
             self._dispatcher.close()
             self._stopper.wind_down(0)
             raise
         self._health = self._stopper.health = self._start_health_checks()
+        self._scaler = self._stopper.scaler = self._start_autoscaler(extras.get("limits"))
         if self._members.stops_when_collected:
             weakref.finalize(self, self._stopper.collected, self._blueprint.label).atexit = False
         if "close" in self._methods:  # the worker's close() wins over the handle's
@@ -131,6 +135,11 @@ class Pool:
             return None
         return HealthMonitor(self._dispatcher, self._members.swap_out, check, self._options.health_check_interval)
 
+    def _start_autoscaler(self, limits: Any) -> Optional[Autoscaler]:
+        if not self._options.elastic or not self._members.manages_pool:
+            return None
+        return Autoscaler(self._dispatcher, self._members, self._options, limits)
+
     # ----- calling ----------------------------------------------------------
     def __getattr__(self, name: str) -> MethodCaller:
         if name.startswith("_") or name not in self._methods:
@@ -146,14 +155,21 @@ class Pool:
         return future.result() if self._options.blocking else future
 
     def _submit_future(self, method: str, args: tuple, kwargs: dict, priority: int = 0) -> Future:
-        """Submit a call and return its future, whatever ``blocking`` says."""
+        """Submit a call and return its future, whatever ``blocking`` says; traced (a PRODUCER
+        span until the future settles) when ``tracing.wanted()``."""
         if self._dispatcher.closed:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
-        call = Call(method, args, kwargs)
-        pending = collect_arguments(args, kwargs, _is_future_arg) if self._options.unwrap_futures else None
+        if not tracing.wanted():
+            return self._send(Call(method, args, kwargs), priority)
+        span = tracing.CallerSpan(self._options, self._cls.__name__, method)
+        return span.follow(self._send, Call(method, args, kwargs, span.carrier), priority)
+
+    def _send(self, call: Call, priority: int) -> Future:
+        """Dispatch ``call`` (once its argument futures are done) under the handle's ``call_timeout``."""
+        pending = collect_arguments(call.args, call.kwargs, _is_future_arg) if self._options.unwrap_futures else None
         future = self._after(pending, call, priority) if pending else self._dispatcher.dispatch(call, priority)
         if self._options.call_timeout is not None:
-            expire_after(future, self._options.call_timeout, f"{self._cls.__name__}.{method}()")
+            expire_after(future, self._options.call_timeout, f"{self._cls.__name__}.{call.method}()")
         return future
 
     def _after(self, pending: list, call: Call, priority: int) -> Future:
@@ -254,6 +270,8 @@ class Pool:
         """
         local = self._dispatcher.stats()
         local["health_replacements"] = self._health.replaced if self._health is not None else 0
+        if self._scaler is not None:
+            local.update(self._scaler.stats())
         return self._members.stats(local)
 
     def get_worker_stats(self, worker_index: int) -> dict:
@@ -277,6 +295,18 @@ class Pool:
     def __repr__(self) -> str:
         return _describe(self._cls.__name__, self._options, self._dispatcher)
 
+    def _repr_html_(self) -> str:
+        """The pool as a small table in a notebook: mode, state, workers alive/total, calls in
+        flight and queued, usage per limit key. A stopped pool shows what it knows without
+        asking its workers or limits holder; stats that cannot be read are shown as such."""
+        summary = self._dispatcher.summary()
+        name = self._options.name
+        if summary["stopped"]:
+            return pool_html(self._cls.__name__, summary, name=name)
+        limits = self._blueprint.extras.get("limits")
+        usage = read_stats(limits.get_stats) if limits is not None else None
+        return pool_html(self._cls.__name__, {**summary, **read_stats(self.get_pool_stats)}, usage, name=name)
+
     def __reduce__(self):
         return self._members.reduce()
 
@@ -291,11 +321,13 @@ class _Stopper:
     backend: Backend
     health: Optional[HealthMonitor]
     limits: Any
+    scaler: Optional[Autoscaler] = None
 
     def wind_down(self, timeout: Optional[float]) -> None:
         """Finish the calls already made (parked ones included), then stop every worker (see Pool.stop())."""
-        if self.health is not None:
-            self.health.stop()
+        for helper in (self.health, self.scaler):
+            if helper is not None:
+                helper.stop()
         deadline = deadline_after(timeout)
         self.dispatcher.drain_parked(deadline)
         self.members.stop_clients(deadline)
@@ -313,12 +345,8 @@ class _Stopper:
 
 
 def _describe(cls_name: str, options: WorkerOptions, dispatcher: Dispatcher) -> str:
-    """A handle's repr: its class, kind, mode and state."""
-    state = "stopped" if dispatcher.closed else "running"
-    kind = "on-demand pool" if options.on_demand else (
-        "worker" if options.pool_size == 1 else f"pool of {len(dispatcher.live_slots())}"
-    )
-    return f"<{cls_name} {kind}, mode={options.mode!r}, {state}>"
+    """A handle's repr: its class, size, name, mode and state (no worker is asked)."""
+    return pool_repr(cls_name, dispatcher.summary(), options.name)
 
 
 def _is_future_arg(value: Any) -> bool:
@@ -327,4 +355,4 @@ def _is_future_arg(value: Any) -> bool:
 
 def _substituted(call: Call, by_id: dict) -> Call:
     args, kwargs = replace((call.args, call.kwargs), by_id)
-    return Call(call.method, tuple(args), kwargs)
+    return call._replace(args=tuple(args), kwargs=kwargs)

@@ -61,6 +61,7 @@ class LocalMembership:
         self.blueprint = blueprint
         self.dispatcher = dispatcher
         self._build_failures: dict[int, int] = {}  # per slot: replacements in a row whose constructor failed
+        self._indexes = itertools.count()  # slot indexes are never reused, so starts may run at once
 
     def initial(self, count: int) -> list[tuple[int, WorkerClient]]:
         """The pool's first workers."""
@@ -74,8 +75,7 @@ class LocalMembership:
             for client in clients:
                 client.stop(time.monotonic())
             raise next(e for e in errors if e is not None)
-        first = len(self.dispatcher.indexes())
-        return list(enumerate(clients, start=first))
+        return [(next(self._indexes), client) for client in clients]
 
     def worker_died(self, slot: Slot, client: WorkerClient, error: BaseException, unstarted: list) -> None:
         """A worker died: put a fresh one in its slot and re-send the calls it never started.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,13 @@ from ..host import Host, init_failure, portable_error
 from ..methods import has_async_methods, public_methods
 from ..nested import collect, replace
 from ..protocol import Call, WorkerSpec
+from .naming import NAMESPACE
 
 _ACTOR_CLASSES: dict[type, Any] = {}
+NAME_ATTEMPTS = 20
+TRACE_KEYWORD = "__concurry_trace__"
+"""The keyword under which a traced call's W3C trace context travels to a generated actor method
+(batch tasks carry it as the fourth item of each call)."""
 
 
 class _HostActorBase:
@@ -68,7 +74,8 @@ class _HostActorBase:
         return self._host.retries if self._host is not None else 0
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
-        receipt, value = self._attempt(functools.partial(_resolved_call, name, args, kwargs))
+        carrier = kwargs.pop(TRACE_KEYWORD, None)
+        receipt, value = self._attempt(functools.partial(_resolved_call, name, args, kwargs, carrier))
         if type(receipt) is Failed:
             raise receipt.error
         return receipt, value
@@ -119,9 +126,9 @@ class _AsyncHostActorBase(_HostActorBase):
     async def __concurry_batch__(self, ticket: tuple, calls: list) -> list:
         """Run several sync calls in order on the sync thread, in the sender's turn (see the base class)."""
         prepared = []
-        for name, args, kwargs in calls:
+        for name, args, kwargs, carrier in calls:
             try:
-                prepared.append(Call(name, await _resolve_async(args), await _resolve_async(kwargs)))
+                prepared.append(Call(name, await _resolve_async(args), await _resolve_async(kwargs), carrier))
             except BaseException as exc:
                 prepared.append(exc)
         return _batch_reply(await self._in_turn(ticket, functools.partial(self._run_prepared, prepared)))
@@ -140,8 +147,9 @@ class _AsyncHostActorBase(_HostActorBase):
         return reply
 
     async def _reply_of(self, name: str, ticket: Optional[tuple], args: tuple, kwargs: dict) -> Any:
+        carrier = kwargs.pop(TRACE_KEYWORD, None)
         try:
-            call = Call(name, await _resolve_async(args), await _resolve_async(kwargs))
+            call = Call(name, await _resolve_async(args), await _resolve_async(kwargs), carrier)
         except BaseException:
             if ticket is not None:
                 await self._in_turn(ticket, None)  # give up this call's turn, so later ones still run
@@ -186,9 +194,22 @@ def actor_class_for(cls: type) -> Any:
     return actor
 
 
-def start_actor(spec: WorkerSpec, actor_options: dict) -> Any:
-    """Create the actor hosting ``spec`` (returns at once; ``__concurry_ready__`` tells when built)."""
-    return actor_class_for(spec.cls).options(**actor_options).remote(spec)
+def start_actor(spec: WorkerSpec, actor_options: dict, name: Optional[str] = None) -> Any:
+    """Create the actor hosting ``spec`` (returns at once; ``__concurry_ready__`` tells when built).
+
+    ``name`` is its actor name in the ``concurry_ray`` namespace; while a worker that is
+    dying still holds that name, ``name~1``, ``name~2``... are used instead.
+    """
+    actor_class = actor_class_for(spec.cls)
+    if name is None:
+        return actor_class.options(**actor_options).remote(spec)
+    for attempt in itertools.count():
+        try:
+            named = {"name": name + (f"~{attempt}" if attempt else ""), "namespace": NAMESPACE}
+            return actor_class.options(**actor_options, **named).remote(spec)
+        except ValueError:  # the name is taken
+            if attempt >= NAME_ATTEMPTS:
+                raise
 
 
 def _forwarder(name: str, is_async: bool):
@@ -234,8 +255,14 @@ INLINE_BYTES = 16 * 1024
 """Results up to about this size also travel in the call's receipt, so the caller has them at once."""
 
 
-def _resolved_call(name: str, args: tuple, kwargs: dict) -> Call:
-    return Call(name, _resolve(args), _resolve(kwargs))
+def _resolved_call(name: str, args: tuple, kwargs: dict, carrier: Optional[dict]) -> Call:
+    return Call(name, _resolve(args), _resolve(kwargs), carrier)
+
+
+def wire_kwargs(call: Call) -> dict:
+    """The keyword arguments a call sends to its actor method: its own, and its trace context
+    under :data:`TRACE_KEYWORD` when it is traced (the actor takes it out again)."""
+    return call.kwargs if call.trace is None else {**call.kwargs, TRACE_KEYWORD: call.trace}
 
 
 def _call_or_raise(item: Any) -> Call:

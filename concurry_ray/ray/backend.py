@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import itertools
 import threading
 import uuid
 from collections import deque
@@ -16,11 +17,12 @@ from ..futures import Future, cancelled, seconds_left, settle
 from ..host import rebuild_init_error, unpicklable_argument
 from ..methods import has_async_methods
 from ..nested import collect_arguments
-from ..protocol import Backend, Call, WorkerClient, WorkerSpec, split_on_crash
-from .actor import Failed, InStore, start_actor
+from ..protocol import Backend, Call, WorkerClient, WorkerSpec
+from .actor import Failed, InStore, start_actor, wire_kwargs
 from .outcomes import ensure_ray, future_from_ref, stored_value, unwrap_ray_error, when_done
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 1}
+ASYNC = 0  # the task number of an async call: it runs beside the others, never in turn
 TASKS_IN_FLIGHT = 2
 """Ray tasks of sync calls a client keeps in flight per actor (one running, one queued behind it);
 calls made meanwhile wait in the client and go as one batch task when one finishes. Async calls on
@@ -38,7 +40,10 @@ class RayClient(WorkerClient):
         self.actor = actor
         self.owner = owner
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[Call, Future, bool]] = {}
+        # call id -> (call, future, task): the number of the Ray task that carries it (alone or in a
+        # batch), ASYNC for an async method, None while it waits here; see _split_on_crash
+        self._pending: dict[int, tuple[Call, Future, Optional[int]]] = {}
+        self._task_numbers = itertools.count(ASYNC + 1)
         self._methods: dict[str, Any] = {}
         self._send_lock = threading.RLock()  # keeps the send order of queued and direct calls
         self._queue: deque = deque()  # (call_id, call, future, goes alone) not sent yet
@@ -99,7 +104,7 @@ class RayClient(WorkerClient):
             if not self._queue and (alone or self._tasks < TASKS_IN_FLIGHT):  # what _flush would do, minus the queue
                 self._send_started(call_id, call, future)
                 return future
-            self._pending[call_id] = (call, future, False)
+            self._pending[call_id] = (call, future, None)
             self._queue.append((call_id, call, future, alone))
             if alone:
                 self._flush_all()
@@ -147,7 +152,7 @@ class RayClient(WorkerClient):
             return
         future.native = stored
         is_async = self._async_actor and self._is_async(call.method)
-        self._pending[call_id] = (call, future, is_async)
+        self._pending[call_id] = (call, future, ASYNC if is_async else next(self._task_numbers))
         if is_async:  # it runs beside the others on the actor's loop, so it takes no place in the window
             when_done(receipt, functools.partial(self._complete, call_id))
             return
@@ -155,7 +160,7 @@ class RayClient(WorkerClient):
         when_done(receipt, functools.partial(self._one_done, call_id))
 
     def _send_batch(self, batch: list) -> None:
-        calls = [(call.method, call.args, call.kwargs) for _, call, _ in batch]
+        calls = [tuple(call) for _, call, _ in batch]
         method = self._batch_method.options(num_returns=len(batch) + 1)
         try:
             refs = self._in_order(method, (calls,)) if self._async_actor else method.remote(calls)
@@ -163,8 +168,10 @@ class RayClient(WorkerClient):
             for entry in batch:  # one at a time: only the call at fault fails (e.g. cannot be pickled)
                 self._send_one(*entry)
             return
-        for (_, _, future), stored in zip(batch, refs[1:]):
+        task = next(self._task_numbers)
+        for (call_id, call, future), stored in zip(batch, refs[1:]):
             future.native = stored
+            self._pending[call_id] = (call, future, task)
         self._tasks += 1
         when_done(refs[0], functools.partial(self._batch_done, [call_id for call_id, _, _ in batch]))
 
@@ -191,11 +198,12 @@ class RayClient(WorkerClient):
         method = self._methods.get(call.method)
         if method is None:  # the handle builds a new ActorMethod on every attribute access
             method = self._methods[call.method] = getattr(self.actor, call.method)
+        kwargs = wire_kwargs(call)
         if not self._async_actor:
-            return method.remote(*call.args, **call.kwargs)
+            return method.remote(*call.args, **kwargs)
         if self._is_async(call.method):
-            return method.remote(None, *call.args, **call.kwargs)
-        return self._in_order(method, call.args, call.kwargs)
+            return method.remote(None, *call.args, **kwargs)
+        return self._in_order(method, call.args, kwargs)
 
     def _in_order(self, method: Any, args: tuple, kwargs: Optional[dict] = None) -> Any:
         """Send a sync call (or batch) to an asyncio actor with the next ticket of this sender,
@@ -233,7 +241,7 @@ class RayClient(WorkerClient):
             self._queue.clear()
             popped = [self._pending.pop(call_id, None) for call_id in sorted(self._pending)]
         pending = [entry for entry in popped if entry is not None]  # a callback may settle one meanwhile
-        self._died(error, split_on_crash(pending, error))
+        self._died(error, _split_on_crash(pending, error))
         return True
 
     def alive(self) -> bool:
@@ -278,6 +286,25 @@ def _has_refs(call: Call) -> bool:
     return bool(collect_arguments(call.args, call.kwargs, _is_ref))
 
 
+def _split_on_crash(pending: list, crash: WorkerCrashedError) -> list:
+    """Fail the calls a dead actor may have run; return the (call, future) pairs it never started.
+
+    The actor runs this client's sync tasks one at a time, in the order sent, so only
+    the oldest unfinished task can have started; being a batch, it may have run any of
+    its calls (they are reported only at its end), so all of them fail. Async calls
+    start on arrival, so they fail too. Later tasks, and calls still waiting here, never
+    started. (``retry_on=[WorkerCrashedError]`` opts into re-sending the failed ones.)
+    """
+    oldest = min((task for _, _, task in pending if task is not None and task != ASYNC), default=None)
+    unstarted = []
+    for call, future, task in pending:
+        if task == ASYNC or (task is not None and task == oldest):
+            settle(future, error=type(crash)(f"{crash} while running {call.method}()"))
+        else:
+            unstarted.append((call, future))
+    return unstarted
+
+
 def _is_ref(value: Any) -> bool:
     return isinstance(value, ray.ObjectRef)
 
@@ -288,6 +315,7 @@ class RayBackend(Backend):
     name = "ray"
     on_demand_default_max_workers = 0
     crosses_process = True
+    supports_detached = True
 
     def __init__(self, options: Any) -> None:
         super().__init__(options)

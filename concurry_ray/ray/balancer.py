@@ -24,8 +24,10 @@ from typing import Any
 
 import ray
 
+from ..errors import ConfigError
 from ..protocol import WorkerSpec
 from .actor import start_actor
+from .naming import NAMESPACE, balancer_name, pool_name, worker_name
 from .outcomes import unwrap_ray_error
 
 class InitFailed(Exception):
@@ -33,6 +35,7 @@ class InitFailed(Exception):
 
 
 Counters = tuple[int, int, int, int]  # dispatched, in_flight, completed, failed
+LOOKUP_TIMEOUT = 60.0
 COUNTS_TIMEOUT = 5.0
 """How long stats wait for a worker's own counts (a busy plain actor answers on its control thread)."""
 
@@ -40,9 +43,12 @@ COUNTS_TIMEOUT = 5.0
 class PoolBalancer:
     """Owns the worker actors of one Ray pool and aggregates what handles report."""
 
-    def __init__(self, template: WorkerSpec, actor_options: dict, size: int = 0) -> None:
+    def __init__(
+        self, template: WorkerSpec, actor_options: dict, size: int, pool: str, definition: dict, creator: str
+    ) -> None:
         self._template = template
         self._actor_options = actor_options
+        self._about = {"pool": pool, "definition": definition, "creator": creator}
         self._rebuild = size if ray.get_runtime_context().was_current_actor_reconstructed else 0
         self._rebuilding: Any = None  # the task that starts the workers again after a restart
         self._replacing: dict[int, Any] = {}  # index -> the task replacing that worker
@@ -61,7 +67,8 @@ class PoolBalancer:
 
     async def _started(self, specs: dict[int, WorkerSpec]) -> dict[int, Any]:
         """Start actors and wait until built; raise InitFailed carrying the constructor's error."""
-        actors = {index: start_actor(spec, self._actor_options) for index, spec in specs.items()}
+        pool = self._about["pool"]
+        actors = {i: start_actor(spec, self._actor_options, worker_name(pool, i)) for i, spec in specs.items()}
         outcomes = await asyncio.gather(*(a.__concurry_ready__.remote() for a in actors.values()), return_exceptions=True)
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
@@ -81,6 +88,16 @@ class PoolBalancer:
             self._rebuilding = asyncio.ensure_future(self.grow(self._rebuild))
         if self._rebuilding is not None:
             await asyncio.shield(self._rebuilding)
+
+    def about(self) -> dict:
+        """The pool's name, its definition (class and options, as text) and the id of the handle that made it."""
+        return self._about
+
+    async def attach_info(self) -> tuple[type, Any, dict, int, dict[int, Any]]:
+        """What a handle needs to attach without knowing the class: class, options, extras, version, members."""
+        await self._rebuilt()
+        template = self._template
+        return (template.cls, template.options, template.extras, *self._current())
 
     async def members(self) -> tuple[int, dict[int, Any]]:
         """The membership version and the worker actor of each index."""
@@ -196,6 +213,21 @@ class PoolBalancer:
                                        return_exceptions=True)
         return {i: tuple(a) for i, a in zip(asked, answers) if not isinstance(a, BaseException)}
 
+    async def drain(self, timeout: float) -> int:
+        """Retire every worker (each exits after the calls already sent to it); kill those still
+        running after ``timeout`` seconds. Returns how many had to be killed."""
+        actors = list(self._members.values())
+        self.retire(list(self._members))
+        exits = [asyncio.ensure_future(_exited(actor)) for actor in actors]
+        if not exits:
+            return 0
+        _, running = await asyncio.wait(exits, timeout=timeout)
+        for actor, exit_ in zip(actors, exits):
+            if exit_ in running:
+                exit_.cancel()
+                ray.kill(actor, no_restart=True)
+        return len(running)
+
     def shutdown(self) -> None:
         """Kill every worker actor at once."""
         for actor in self._members.values():
@@ -205,6 +237,58 @@ class PoolBalancer:
 
 
 RemotePoolBalancer = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(PoolBalancer)
+
+
+async def _exited(actor: Any) -> None:
+    """Wait until ``actor`` has exited (a call to a gone actor fails)."""
+    try:
+        while True:
+            await actor.__concurry_ready__.remote()
+            await asyncio.sleep(0.05)
+    except ray.exceptions.RayError:
+        return
+
+
+HANDLE_OPTIONS = ("blocking", "unwrap_futures", "call_timeout")
+"""Options that shape one handle, not the pool: handles of one pool may differ in them."""
+
+
+def definition_of(blueprint: Any) -> dict:
+    """What two handles of one named pool must agree on: the class and the pool's options, as text."""
+    options = blueprint.options.model_dump(exclude=set(HANDLE_OPTIONS) | {"limits"})
+    limits = blueprint.options.limits
+    options["limits"] = None if limits is None else repr(limits)
+    cls = blueprint.cls
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "options": {k: repr(v) for k, v in sorted(options.items())}}
+
+
+def open_balancer(blueprint: Any, handle_id: str) -> tuple[Any, bool]:
+    """The pool's balancer actor, and whether this handle created it (and so starts the workers).
+
+    ConfigError, showing both definitions, if a pool of that name exists with another definition.
+    """
+    options = blueprint.options
+    pool = pool_name(options.name, blueprint.cls)
+    template = dataclasses.replace(blueprint.spec(), label=blueprint.label)
+    definition = definition_of(blueprint)
+    actor_options = {"name": balancer_name(pool), "namespace": NAMESPACE, "get_if_exists": options.name is not None}
+    if options.lifetime is not None:
+        actor_options["lifetime"] = options.lifetime
+    balancer = RemotePoolBalancer.options(**actor_options).remote(
+        template, blueprint.backend.actor_options, options.initial_size, pool, definition, handle_id
+    )
+    if options.name is None:
+        return balancer, True
+    about = ray.get(balancer.about.remote(), timeout=LOOKUP_TIMEOUT)
+    if about["creator"] == handle_id:
+        return balancer, True
+    if about["definition"] != definition:
+        raise ConfigError(
+            f"a pool named {pool!r} exists with another definition; attach with the same class and options, "
+            f"use concurry_ray.get_pool({pool!r}), or pick another name.\n"
+            f"  existing: {about['definition']}\n  yours:    {definition}"
+        )
+    return balancer, False
 
 
 def unwrap(error: BaseException) -> BaseException:

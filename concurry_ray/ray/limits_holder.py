@@ -25,14 +25,14 @@ from typing import Any, Optional, Sequence
 
 import ray
 
-from ..limits.client import RemoteHolder, client_for
+from ..limits.client import RemoteHolder, client_for, forget
 from ..limits.holders import EVERY_MODE, Holder, check_same
 from ..limits.ledger import Ledger
 from ..limits.models import definition
 from ..limits.server import Server
+from .naming import NAMESPACE, is_pool_actor
 from .outcomes import ensure_ray
 
-NAMESPACE = "concurry_ray"
 RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clients report what they hold
 LOCATE_TIMEOUT = 60.0
 
@@ -86,8 +86,9 @@ def locate(name: str, seconds: float = LOCATE_TIMEOUT) -> tuple:
 
 
 def remove_holder(name: str) -> bool:
-    """Kill the holder actor ``name``; False if there was none."""
+    """Kill the holder actor ``name`` (and drop this process's client of it); False if there was none."""
     _MADE_HERE.pop(name, None)
+    forget(name)
     try:
         actor = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -96,9 +97,15 @@ def remove_holder(name: str) -> bool:
     return True
 
 
+def made_here() -> int:
+    """How many unnamed holders this process created and has not removed (each pool with ``limits=[...]`` makes one)."""
+    return len(_MADE_HERE)
+
+
 def list_holders() -> list[str]:
     """Names of the limits holders alive on the connected Ray cluster."""
-    return sorted(entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["namespace"] == NAMESPACE)
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(e["name"] for e in named if e["namespace"] == NAMESPACE and not is_pool_actor(e["name"]))
 
 
 def open_ray(limits: Sequence, name: Optional[str]) -> Holder:

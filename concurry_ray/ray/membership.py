@@ -27,7 +27,7 @@ from ..host import rebuild_init_error
 from ..pools.dispatch import Dispatcher, Slot, fail_unstarted
 from ..pools.membership import Blueprint, LocalMembership
 from .backend import RayClient
-from .balancer import Counters, RemotePoolBalancer, unwrap
+from .balancer import Counters, open_balancer, unwrap
 
 log = logging.getLogger("concurry_ray")
 REPORT_BATCH_SECONDS = 0.02
@@ -73,15 +73,13 @@ class RayMembership(LocalMembership):
 
     def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Optional[AttachInfo] = None) -> None:
         super().__init__(blueprint, dispatcher)
-        self.owner = attach is None
         self.handle_id = uuid.uuid4().hex
         self._attach = attach
         if attach is None:
-            template = dataclasses.replace(blueprint.spec(), label=blueprint.label)
-            size = blueprint.options.pool_size
-            self.balancer = RemotePoolBalancer.remote(template, blueprint.backend.actor_options, size)
+            self.balancer, self.owner = open_balancer(blueprint, self.handle_id)
         else:
-            self.balancer = attach.balancer
+            self.balancer, self.owner = attach.balancer, False
+        self._ends_pool = self.owner and blueprint.options.lifetime != "detached"
         self._version = -1
         self._others: dict[int, tuple[int, int]] = {}
         self._dirty = threading.Event()
@@ -100,18 +98,32 @@ class RayMembership(LocalMembership):
         except Exception as exc:
             raise unwrap(exc) from None
 
+    def _call_until_closed(self, method: str, *args: Any) -> Any:
+        """``_call``, given up (PoolStoppedError) as soon as this handle stops: a worker the cluster
+        cannot place yet must not keep a thread of a stopped pool waiting."""
+        ref = getattr(self.balancer, method).remote(*args)
+        deadline = time.monotonic() + BALANCER_TIMEOUT
+        while not ray.wait([ref], timeout=0.25)[0] and time.monotonic() < deadline:
+            if self._closed:
+                ray.cancel(ref)
+                raise PoolStoppedError(f"the {self.blueprint.label} pool stopped before its new worker was placed")
+        try:
+            return ray.get(ref, timeout=0)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
     def _clients(self, version: int, members: dict[int, Any]) -> list:
         self._version = version
         return [(i, self._client(i, actor)) for i, actor in sorted(members.items())]
 
     def _client(self, index: int, actor: Any) -> RayClient:
         label = f"{self.blueprint.label}#{index} (ray)"
-        return RayClient(actor, self.blueprint.cls, label, owner=self.owner)
+        return RayClient(actor, self.blueprint.cls, label, owner=self._ends_pool)
 
     def initial(self, count: int) -> list:
         if self._attach is not None:
             return self._clients(self._attach.version, self._attach.members)
-        return self.start(count)
+        return self.start(count if self.owner else 0)  # a handle attaching by name starts nothing
 
     @property
     def manages_pool(self) -> bool:
@@ -120,7 +132,7 @@ class RayMembership(LocalMembership):
     def start(self, count: int) -> list:
         if count == 0:
             return self._clients(*self._call("members"))
-        version, members, failure = self._call("grow", count)
+        version, members, failure = self._call_until_closed("grow", count)
         if failure is not None:
             raise rebuild_init_error(*failure)
         known = set(self.dispatcher.indexes())
@@ -292,7 +304,7 @@ class RayMembership(LocalMembership):
             flusher = self._flusher
         self._hurry.set()
         self._dirty.set()
-        if self.owner:
+        if self._ends_pool:
             try:
                 self._call("shutdown")
             finally:

@@ -1,0 +1,116 @@
+"""Elastic pools (min_workers < max_workers): grow while calls wait, shrink when idle, in every pool mode."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from conftest import POOL_MODES, wait_for
+from test_limits_pool import Limited
+from workers import Counter
+
+from concurry_ray import ConfigError, ResourceLimit, gather
+from concurry_ray.pools.autoscale import Step, plan
+
+ELASTIC = {"max_workers": 3, "min_workers": 1, "idle_timeout": 0.5}
+
+
+def sizes_while(pool, futures: list, seconds: float = 60) -> list[int]:
+    """The pool's size, sampled every 50 ms until ``futures`` are done (at most ``seconds``)."""
+    sizes, deadline = [], time.monotonic() + seconds
+    while not all(f.done() for f in futures):
+        assert time.monotonic() < deadline, "the calls did not finish in time"
+        sizes.append(pool.get_pool_stats()["total_workers"])
+        time.sleep(0.05)
+    return sizes
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_an_elastic_pool_grows_under_load_and_shrinks_back_when_idle(mode, mode_opts):
+    pool = Counter.options(**mode_opts(mode, **ELASTIC)).init()
+    try:
+        assert pool.get_pool_stats()["total_workers"] == 1
+        calls = [pool.sleep(0.4) for _ in range(9)]
+        sizes = sizes_while(pool, calls)
+        assert gather(calls, timeout=60) == [0.4] * 9  # no call lost
+        assert max(sizes) == 3 and min(sizes) >= 1
+        wait_for(lambda: pool.get_pool_stats()["total_workers"] == 1, 20)
+        stats = pool.get_pool_stats()
+        assert (stats["min_workers"], stats["scaled_up"], stats["scaled_down"]) == (1, 2, 2)
+        assert pool.echo("after").result(timeout=30) == "after"
+    finally:
+        pool.stop()
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_initial_workers_sets_the_starting_size_and_idle_ones_go_down_to_min(mode, mode_opts):
+    pool = Counter.options(**mode_opts(mode, **ELASTIC, initial_workers=3)).init()
+    try:
+        assert pool.get_pool_stats()["total_workers"] == 3
+        wait_for(lambda: pool.get_pool_stats()["total_workers"] == 1, 20)
+        assert pool.get_pool_stats()["scaled_down"] == 2
+    finally:
+        pool.stop()
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_calls_waiting_on_a_limit_do_not_make_the_pool_grow(mode, mode_opts):
+    elastic = dict(ELASTIC, max_workers=4)
+    pool = Limited.options(**mode_opts(mode, **elastic, limits=[ResourceLimit("slots", 1)])).init()
+    try:
+        calls = [pool.hold("slots", 0.3) for _ in range(6)]
+        sizes = sizes_while(pool, calls)
+        spans = gather(calls, timeout=60)
+        assert len(spans) == 6
+        # One worker holds the slot; a second one grows for the waiting calls, then waits on the limit
+        # itself, and that stops the growth: more workers would only wait too.
+        assert max(sizes) <= 2, sizes
+    finally:
+        pool.stop()
+
+
+def test_a_ray_worker_that_cannot_be_placed_does_not_hold_up_the_others(mode_opts):
+    # The session's Ray runtime has 2 units of "test_slot": the third worker can never be placed.
+    options = mode_opts("ray", **ELASTIC)
+    options["actor_options"] = {"num_cpus": 0.1, "resources": {"test_slot": 1}}
+    pool = Counter.options(**options).init()
+    try:
+        calls = [pool.sleep(0.5) for _ in range(40)]  # 20 s of work for one worker: the pool wants 3
+        wait_for(lambda: pool.get_pool_stats()["total_workers"] == 2, 60)
+        assert len(set(gather(pool.broadcast("pid"), timeout=60))) == 2  # the second one serves
+        assert gather(calls, timeout=60) == [0.5] * 40  # no call waited for the third
+        assert pool.get_pool_stats()["total_workers"] == 2
+    finally:
+        pool.stop(timeout=10)
+
+
+OPTIONS = SimpleNamespace(pool_size=4, min_workers=1, idle_timeout=1.0)
+
+
+@pytest.mark.parametrize("idle_for, starting, waiting, on_limit, step", [
+    ({0: 0.0}, 0, 5, None, Step(3, [])),           # grow by the calls waiting, up to max_workers
+    ({0: 0.0, 1: 0.0}, 1, 2, None, Step(1, [])),   # a worker on its way takes one of them
+    ({0: 0.0}, 0, 5, True, Step(0, [])),           # they wait on a limit: more workers would not help
+    ({0: 0.0}, 0, 5, False, Step(1, [])),          # a pool with limits grows one at a time...
+    ({0: 0.0}, 1, 5, False, Step(0, [])),          # ...waiting for the one on its way
+    ({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}, 0, 9, None, Step(0, [])),  # at max_workers
+    ({0: 5.0, 1: 0.2, 2: 3.0}, 0, 0, None, Step(0, [0, 2])),  # idle long enough, longest first
+    ({0: 5.0, 1: 9.0}, 0, 0, None, Step(0, [1])),  # never below min_workers
+])
+def test_the_scaling_plan(idle_for, starting, waiting, on_limit, step):
+    assert plan(idle_for, starting, waiting, on_limit, OPTIONS) == step
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "thread", "max_workers": 2, "min_workers": 3}, r"min_workers=3 must be <= max_workers=2"),
+    ({"mode": "thread", "max_workers": 4, "min_workers": 1, "initial_workers": 5}, r"initial_workers=5 must be between"),
+    ({"mode": "thread", "max_workers": 4, "min_workers": -1}, r"min_workers=-1 must be >= 0"),
+    ({"mode": "sync", "min_workers": 1}, r"apply to persistent pools"),
+    ({"mode": "thread", "on_demand": True, "min_workers": 1}, r"apply to persistent pools"),
+    ({"mode": "thread", "max_workers": 4, "min_workers": 1, "idle_timeout": float("nan")}, r"idle_timeout=nan must be a finite"),
+    ({"mode": "thread", "max_workers": 4, "min_workers": 1, "idle_timeout": 0}, r"idle_timeout=0 must be > 0"),
+])
+def test_bad_elastic_options_are_refused_at_options(options, message):
+    with pytest.raises(ConfigError, match=message):
+        Counter.options(**options)
