@@ -17,8 +17,8 @@ runtime (``num_cpus=2``, no dashboard) is started for the ray row only.
 
 What tracing costs, in ``sync`` and ``thread`` mode: the same worker with
 ``opentelemetry-api`` installed and no SDK (every call asks whether to trace,
-and is not traced), and with an SDK whose exporter drops every span (every call
-traced), each against one where ``opentelemetry`` cannot be imported. Each side
+and is not traced), and with an SDK whose exporter drops every span and the
+calls made inside a span (every call traced), each against one where ``opentelemetry`` cannot be imported. Each side
 of these rows runs in a fresh child interpreter of its own (the global tracer
 provider can be set only once per process), which measures when asked, so the
 two sides still take turns.
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol
 
+import bench_env
 from concurry_ray import Worker, gather
 
 RAY_ACTOR_OPTIONS = {"num_cpus": 0.1}
@@ -126,18 +127,6 @@ def executor(pool: Any) -> Iterator[Subject]:
 
 
 @contextmanager
-def ray_runtime() -> Iterator[None]:
-    """A local Ray runtime for the ray row only, so that it does not load the machine during the others."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@contextmanager
 def raw_actor() -> Iterator[Subject]:
     """A hand-written Ray actor; waits with ``ray.get``."""
     import ray
@@ -188,18 +177,19 @@ def in_child(mode: str, hide_otel: bool = False, sdk: bool = False) -> Iterator[
 
 
 def serve(mode: str, sdk: bool) -> None:
-    """In a child interpreter: build ``ours(mode)``, then answer each request "MEASURE CALLS" with a figure."""
-    if sdk:
-        install_dropping_sdk()
-    with ours(mode) as subject:
+    """In a child interpreter: build ``ours(mode)``, then answer each request "MEASURE CALLS" with a figure
+    (with ``sdk``, from inside a span, so that every call is traced)."""
+    caller_span = install_dropping_sdk() if sdk else nullcontext()
+    with ours(mode) as subject, caller_span:
         print("ready", flush=True)
         for line in sys.stdin:
             name, calls = line.split()
             print(MEASURE_NAMED[name](subject, int(calls)), flush=True)
 
 
-def install_dropping_sdk() -> None:
-    """Set an SDK tracer provider whose batch processor hands every span to an exporter that drops it."""
+def install_dropping_sdk() -> ContextManager[Any]:
+    """Set an SDK tracer provider whose batch processor hands every span to an exporter that drops it;
+    return a span to make the calls in (a call outside any span is not traced)."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -211,6 +201,7 @@ def install_dropping_sdk() -> None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Dropping()))
     trace.set_tracer_provider(provider)
+    return trace.get_tracer("benchmark").start_as_current_span("caller")
 
 
 def tracing_rows(mode: str) -> list[Row]:
@@ -234,7 +225,7 @@ ROWS = [
         lambda: executor(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))),
         1.5,
     ),
-    Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2, ray_runtime),
+    Row("ray", lambda: ours("ray", actor_options=RAY_ACTOR_OPTIONS), "raw Ray actor", raw_actor, 1.2, bench_env.ray_runtime),
     *tracing_rows("sync"),
     *tracing_rows("thread"),
 ]

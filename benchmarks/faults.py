@@ -39,20 +39,14 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Optional
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-# Worker processes and Ray actors import fault_workers (and concurry_ray) by name.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-for _path in (str(HERE), str(REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import bench_env  # this folder is the script's own, first on sys.path
+
+bench_env.prepare()  # before the worker module is imported
 
 from fault_workers import Taker, Victim  # noqa: E402  (after the path set-up above)
 
@@ -228,14 +222,9 @@ def soak_options(mode: str) -> dict:
     return pool_options(mode, call_timeout=SOAK_CALL_TIMEOUT, limits=[ResourceLimit("slots", WORKERS)])
 
 
-@contextmanager
-def started(cls: type, options: dict) -> Iterator[Any]:
+def started(cls: type, options: dict) -> ContextManager[Any]:
     """A pool of ``cls``, stopped (within STOP_TIMEOUT) on the way out."""
-    pool = cls.options(**options).init()
-    try:
-        yield pool
-    finally:
-        pool.stop(timeout=STOP_TIMEOUT)
+    return bench_env.started(cls, options, STOP_TIMEOUT)
 
 
 def warm_up(mode: str) -> None:
@@ -543,19 +532,9 @@ def add_limit_row(report: Report, limited: Optional[LimitRun]) -> None:
     report.add(figure, value, "<= 1.00", ok=ratio <= 1.0)
 
 
-@contextmanager
-def runtime(mode: str) -> Iterator[None]:
+def runtime(mode: str) -> ContextManager[None]:
     """A local Ray runtime for the ray mode only, shut down after it."""
-    if mode != "ray":
-        yield
-        return
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    return bench_env.ray_runtime() if mode == "ray" else nullcontext()
 
 
 def format_table(report: Report) -> str:

@@ -30,23 +30,16 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-# Ray workers import scale_workers (and concurry_ray) by name.
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-for _path in (str(HERE), str(REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import bench_env  # this folder is the script's own, first on sys.path
+
+bench_env.prepare()  # before the worker module is imported
 
 from scale_workers import Echo, Gate, RawEcho, dispatch_from_copy  # noqa: E402  (after the path set-up above)
 
@@ -171,14 +164,9 @@ def wait_until(predicate: Callable[[], bool], bound: float) -> bool:
     return True
 
 
-@contextmanager
-def started_pool(options: dict) -> Iterator[Any]:
+def started_pool(options: dict) -> ContextManager[Any]:
     """An ``Echo`` pool with ``options``, stopped (within STOP_TIMEOUT) on the way out."""
-    pool = Echo.options(**options).init()
-    try:
-        yield pool
-    finally:
-        pool.stop(timeout=STOP_TIMEOUT)
+    return bench_env.started(Echo, options, STOP_TIMEOUT)
 
 
 def ray_pool_options(size: int) -> dict:
@@ -469,18 +457,6 @@ def elastic_rows(mode: str, bursts: int) -> list[Row]:
 
 
 # ----- the run -----------------------------------------------------------------------------------------
-@contextmanager
-def ray_runtime() -> Iterator[None]:
-    """A local Ray runtime for the Ray sections, shut down after them."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def ray_rows(sections: list, plan: Plan) -> list[Row]:
     """The rows of every Ray section asked for (Ray running)."""
     rows = []
@@ -538,7 +514,7 @@ def main() -> None:
         progress("elastic-thread")
         rows += elastic_rows("thread", plan.bursts)
     if set(args.sections) & set(RAY_SECTIONS):
-        with ray_runtime():
+        with bench_env.ray_runtime():
             rows += ray_rows(args.sections, plan)
     rows.sort(key=lambda row: SECTIONS.index(row.section))
     print(f"\nmedians; calls: {plan.calls} calls x {plan.repeat}; startup: {plan.startups} per side; "

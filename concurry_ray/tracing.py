@@ -1,7 +1,7 @@
 """OpenTelemetry tracing of calls, through ``opentelemetry-api`` only.
 
-A call made through a handle is traced when the caller has an active span or a
-tracer provider is set (:func:`wanted`). The caller side then opens a PRODUCER
+A call made through a handle is traced when the caller has an active span
+(:func:`wanted`). The caller side then opens a PRODUCER
 span ``"{WorkerClass}.{method}"`` (:class:`CallerSpan`) and puts its W3C trace
 context, a plain dict, in the call (``Call.trace``), so it crosses threads,
 processes and Ray actors with the call. The worker side runs the method inside a
@@ -13,10 +13,8 @@ current span while the method runs (:func:`consuming`). Retries add events and
 Spans go to the global tracer provider under the tracer name ``concurry_ray``.
 The SDK is never imported here: without one the API's no-op tracer still
 carries the caller's trace context into the worker. Without ``opentelemetry``
-installed at all, nothing is traced. When the caller has no active span and no
-provider is set, :func:`wanted` costs a context read and a clock read: whether a
-provider has been set since is asked again at most every
-:data:`PROVIDER_RECHECK_SECONDS` (asking costs more than a call's dispatch).
+installed at all, nothing is traced. A call made outside any span costs one
+context read.
 """
 
 from __future__ import annotations
@@ -35,17 +33,12 @@ except ImportError:  # tracing is off: no call is ever traced
     trace = None
 
 TRACER_NAME = "concurry_ray"
-PROVIDER_RECHECK_SECONDS = 0.1
-"""While no tracer provider is set, how often :func:`wanted` asks again whether one has been."""
 
 _NOTHING = nullcontext()
-_provider_set = False  # once set, a global tracer provider cannot be unset
-_next_provider_check = 0.0
 _tracer: Any = None
 
 if trace is not None:
     _PROPAGATOR = TraceContextTextMapPropagator()
-    _DEFAULT_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     _current_context = otel_context.get_current
 
 
@@ -53,21 +46,12 @@ if trace is not None:
 
 
 def wanted() -> bool:
-    """Whether a call made now is traced: the caller has an active span, or a tracer provider is set."""
-    if _provider_set:
-        return True
-    if trace is None:
-        return False
-    if _current_context() and trace.get_current_span().get_span_context().is_valid:
-        return True
-    return monotonic() >= _next_provider_check and _provider_appeared()
+    """Whether a call made now is traced: the caller has an active span (one with a valid context).
 
-
-def _provider_appeared() -> bool:
-    global _provider_set, _next_provider_check
-    _next_provider_check = monotonic() + PROVIDER_RECHECK_SECONDS
-    _provider_set = not isinstance(trace.get_tracer_provider(), _DEFAULT_PROVIDERS)
-    return _provider_set
+    A call made outside any span starts no trace of its own, so an untraced program pays one
+    context read per call, and a program that sets a provider pays for the calls it traces only.
+    """
+    return trace is not None and bool(_current_context()) and trace.get_current_span().get_span_context().is_valid
 
 
 def _get_tracer() -> Any:

@@ -86,42 +86,44 @@ def test_dialing_a_silent_holder_respects_the_timeout():
         assert time.monotonic() - start < 2
 
 
-def test_a_slow_reconnect_does_not_hold_an_acquire_past_its_timeout(served):
-    ledger, server = served
+def reconnecting(server: Server, name: str) -> tuple[RemoteHolder, threading.Event]:
+    """A client whose holder, once the connection drops, is found again only when the event is set
+    (as while Ray restarts it)."""
     found = threading.Event()
 
     def relocate(seconds: float) -> tuple:
-        found.wait(min(seconds, 10))  # Ray restarting the holder
+        found.wait(min(seconds, 10))
         return server.locator
 
-    client = RemoteHolder("reconnecting", server.locator, relocate)
-    assert client.acquire({"slots": 1}, 1) is not None
-    hang_up(client._conn)  # the holder restarts: the reader reconnects, under the client's lock
+    return RemoteHolder(name, server.locator, relocate), found
+
+
+def while_reconnecting(client: RemoteHolder, found: threading.Event, action) -> tuple[list, float]:
+    """Drop the client's connection (its reader then reconnects, holding the connection until ``found``
+    is set), run ``action`` meanwhile, and return its outcome (see in_thread) and how long it took."""
+    hang_up(client._conn)
     time.sleep(0.1)
     start = time.monotonic()
-    outcome = in_thread(lambda: client.acquire({"slots": 1}, 1), 5)
+    outcome = in_thread(action, 5)
     elapsed = time.monotonic() - start
     found.set()
+    return outcome, elapsed
+
+
+def test_a_slow_reconnect_does_not_hold_an_acquire_past_its_timeout(served):
+    _, server = served
+    client, found = reconnecting(server, "reconnecting")
+    assert client.acquire({"slots": 1}, 1) is not None
+    outcome, elapsed = while_reconnecting(client, found, lambda: client.acquire({"slots": 1}, 1))
     assert outcome == [None] and elapsed < 2, (outcome, elapsed)
 
 
 def test_a_release_during_a_slow_reconnect_returns_at_once_and_still_arrives(served):
     ledger, server = served
-    found = threading.Event()
-
-    def relocate(seconds: float) -> tuple:
-        found.wait(min(seconds, 10))  # Ray restarting the holder
-        return server.locator
-
-    client = RemoteHolder("releasing", server.locator, relocate)
+    client, found = reconnecting(server, "releasing")
     kept, returned = client.acquire({"slots": 1}, 1), client.acquire({"slots": 1}, 1)
     assert used(ledger) == 2
-    hang_up(client._conn)  # the reader reconnects, holding the connection for as long as relocate takes
-    time.sleep(0.1)
-    start = time.monotonic()
-    outcome = in_thread(lambda: client.release(returned, None), 5)
-    elapsed = time.monotonic() - start
-    found.set()
+    outcome, elapsed = while_reconnecting(client, found, lambda: client.release(returned, None))
     assert outcome == [None] and elapsed < 1.5, (outcome, elapsed)
     wait_for(lambda: used(ledger) == 1, 5)  # the reconnect re-declared only the grant still held
     client.release(kept, None)

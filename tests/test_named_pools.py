@@ -7,7 +7,15 @@ import ray
 from conftest import RAY_ACTOR, wait_for
 from workers import Counter
 
-from concurry_ray import ConfigError, PoolNotFoundError, PoolStoppedError, gather, get_pool, remove_pool
+from concurry_ray import (
+    ConfigError,
+    PoolNotFoundError,
+    PoolStoppedError,
+    WorkerCrashedError,
+    gather,
+    get_pool,
+    remove_pool,
+)
 from concurry_ray.ray.naming import NAMESPACE
 
 
@@ -112,7 +120,7 @@ def test_a_detached_pool_outlives_its_handles_until_removed(cleanup):
     assert later.echo(2).result(timeout=30) == 2
     assert remove_pool("np-detached", timeout=10) == 0  # idle workers exit at once: none killed
     assert not {"np-detached/balancer", "np-detached/w0", "np-detached/w1"} & actor_names()
-    with pytest.raises((PoolStoppedError, Exception)):
+    with pytest.raises((PoolStoppedError, WorkerCrashedError)):  # its worker is gone, and then the pool
         later.echo(3).result(timeout=30)
     later.stop()
 

@@ -174,7 +174,7 @@ def test_a_call_waiting_for_an_argument_future_keeps_its_parent(spans):
         with tracer.start_as_current_span("caller") as caller:
             first = worker.where()
             value, inside = worker.echo(first).result(timeout=30)
-    assert value == first.result()
+    assert value == first.result(timeout=5)
     producer = child_of(spans, caller, SpanKind.PRODUCER, name="Traced.echo")
     assert inside["parent_id"] == producer.context.span_id
 
