@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RAY_OLDEST := 2.56.0
 OLDEST_VENV := .venv-ray-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
-RAY_TESTS := -k "ray or serve or cluster or multinode"
+RAY_TESTS := -k "ray or serve or cluster or multinode or cli"
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 

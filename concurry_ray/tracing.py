@@ -19,6 +19,7 @@ context read.
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from time import monotonic
 from typing import Any, Callable, Iterator, Optional
@@ -105,8 +106,10 @@ class CallerSpan:
 
     __slots__ = ("span", "carrier")
 
-    def __init__(self, options: Any, worker_class: str, method: str) -> None:
+    def __init__(self, options: Any, worker_class: str, method: str, broadcast: bool = False) -> None:
         attributes = call_attributes(options, worker_class, method)
+        if broadcast:
+            attributes["concurry.broadcast"] = True
         self.span = _get_tracer().start_span(
             f"{worker_class}.{method}", kind=trace.SpanKind.PRODUCER, attributes=attributes
         )
@@ -122,6 +125,30 @@ class CallerSpan:
             raise
         future.add_done_callback(self._settled)
         return future
+
+    def follow_all(self, send: Callable[..., list], *args: Any) -> list:
+        """The futures of ``send(*args)`` (a broadcast); the span ends when the last one settles,
+        with the first error among them, or at once if ``send`` raises or sends nothing."""
+        try:
+            futures = send(*args)
+        except BaseException as error:
+            self.end(error)
+            raise
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def one_settled(_: Future) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            self.end(next((e for e in (peek(f)[1] for f in futures) if e is not None), None))
+
+        if not futures:
+            self.end()
+        for future in futures:
+            future.add_done_callback(one_settled)
+        return futures
 
     def _settled(self, future: Future) -> None:
         self.end(peek(future)[1])

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -68,6 +69,14 @@ def stop_processes_of(marker: str) -> None:
             time.sleep(0.1)
 
 
+class Head(NamedTuple):
+    """A test cluster's head: its address, the environment for its drivers, its Prometheus port."""
+
+    address: str
+    env: dict
+    metrics_port: int
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:
@@ -77,22 +86,25 @@ def free_port() -> int:
 
 @pytest.fixture
 def ray_head():
-    """A separate Ray head (``ray start --head``) on loopback with its own temp dir and ports, for tests
-    with several driver processes: yields (address, env for its drivers); stopped by the pids it started."""
+    """A separate Ray head (``ray start --head``) on loopback with its own temp dir and ports, and a
+    dashboard (Ray's state API), for tests with several driver processes: yields a ``Head`` (its
+    address, the env for its drivers, its metrics port); stopped by the pids it started. Its
+    processes hand metrics to Ray's agent every second."""
     temp_dir = tempfile.mkdtemp(prefix="crl-", dir="/tmp")  # short: Ray's socket paths live under it
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+           "RAY_metrics_report_interval_ms": "1000", "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
     port = free_port()
     ports = {flag: free_port() for flag in (
         "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
         "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
+        "--dashboard-port",
     )}
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-               f"--port={port}", "--include-dashboard=false", "--num-cpus=2", f"--temp-dir={temp_dir}",
+               f"--port={port}", "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}",
                "--disable-usage-stats", *(f"{flag}={value}" for flag, value in ports.items())]
     try:
         subprocess.run(command, env=env, check=True, timeout=90, capture_output=True)
-        yield f"127.0.0.1:{port}", env
+        yield Head(f"127.0.0.1:{port}", env, ports["--metrics-export-port"])
     finally:
         stop_processes_of(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -41,7 +41,7 @@ def drive(address: str) -> None:
 def test_two_drivers_share_a_named_limit_set(ray_head):
     from test_limits_pool import most_in_any_window
 
-    address, env = ray_head
+    address, env, _ = ray_head
     drivers = [
         subprocess.Popen([sys.executable, __file__, address], env=env, text=True,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -11,6 +11,7 @@ from concurry_ray import (
     ConfigError,
     PoolNotFoundError,
     PoolStoppedError,
+    ResourceLimit,
     WorkerCrashedError,
     gather,
     get_pool,
@@ -123,6 +124,30 @@ def test_a_detached_pool_outlives_its_handles_until_removed(cleanup):
     with pytest.raises((PoolStoppedError, WorkerCrashedError)):  # its worker is gone, and then the pool
         later.echo(3).result(timeout=30)
     later.stop()
+
+
+def test_a_named_pools_limits_are_held_under_its_name_and_end_with_the_pool(cleanup):
+    cleanup.append("np-limited")
+    limits = [ResourceLimit(key="slots", capacity=2)]
+    creator = named("np-limited", limits=limits).init()
+    second = named("np-limited", limits=limits).init()  # attaches to the same pool and the same budget
+    assert "np-limited/limits" in actor_names()
+    assert second.slots_in_use().result(timeout=30) == 1
+    second.stop()  # detaches: the budget stays for the creator's workers
+    assert creator.slots_in_use().result(timeout=30) == 1
+    creator.stop()
+    wait_for(lambda: "np-limited/limits" not in actor_names(), 30)
+
+
+def test_a_detached_pools_limits_stay_when_its_creator_stops_and_go_with_remove_pool(cleanup):
+    cleanup.append("np-detached-limited")
+    creator = named("np-detached-limited", lifetime="detached", limits=[ResourceLimit(key="slots", capacity=2)]).init()
+    creator.stop()
+    later = get_pool("np-detached-limited")
+    assert later.slots_in_use().result(timeout=30) == 1
+    later.stop()
+    remove_pool("np-detached-limited", timeout=10)
+    assert not {n for n in actor_names() if n.startswith("np-detached-limited/")}
 
 
 def test_remove_pool_lets_running_calls_finish(cleanup):

@@ -23,9 +23,11 @@ def create() -> dict:
     from concurry_ray import gather
     from workers import Counter
 
+    from concurry_ray import ResourceLimit
+
     pool = Counter.options(mode="ray", name=POOL, lifetime="detached", max_workers=2,
-                           actor_options={"num_cpus": 0.1}).init()
-    gather([pool.echo(i) for i in range(5)], timeout=60)
+                           actor_options={"num_cpus": 0.1}, limits=[ResourceLimit(key="slots", capacity=2)]).init()
+    gather([pool.echo(i) for i in range(4)] + [pool.slots_in_use()], timeout=60)
     pids = sorted(gather(pool.broadcast("pid"), timeout=60))
     pool.stop()  # detaches this handle; the driver then exits
     return {"pids": pids}
@@ -36,10 +38,11 @@ def attach() -> dict:
 
     pool = get_pool(POOL)
     gather([pool.echo(i) for i in range(3)], timeout=60)
+    in_use = pool.slots_in_use().result(timeout=60)  # the pool's budget outlived the driver that made it
     pids = sorted(gather(pool.broadcast("pid"), timeout=60))
     completed = sum(w["completed"] for w in pool.get_pool_stats()["workers"].values())
     pool.stop()
-    return {"pids": pids, "completed": completed}
+    return {"pids": pids, "completed": completed, "slots_in_use": in_use}
 
 
 def served() -> dict:
@@ -64,6 +67,7 @@ def served() -> dict:
 
 def remove() -> dict:
     from concurry_ray import get_pool, remove_pool
+    from concurry_ray.ray.limits_holder import list_holders
     from concurry_ray.ray.named_pools import list_pools
 
     killed = remove_pool(POOL, timeout=10)
@@ -72,7 +76,7 @@ def remove() -> dict:
         found_after = True
     except LookupError:
         found_after = False
-    return {"killed": killed, "found_after": found_after, "pools": list_pools()}
+    return {"killed": killed, "found_after": found_after, "pools": list_pools(), "holders": list_holders()}
 
 
 def main() -> None:
@@ -96,15 +100,16 @@ def drive(address: str, env: dict, step: str, *extra: str) -> dict:
 def test_a_detached_pool_serves_drivers_that_come_and_go_and_a_serve_app(ray_head):
     from conftest import free_port
 
-    address, env = ray_head
+    address, env, _ = ray_head
     made = drive(address, env, "create")
     attached = drive(address, env, "attach")
     assert attached["pids"] == made["pids"]  # the same workers, after their creator exited
-    assert attached["completed"] == (5 + 2) + (3 + 2)  # A's calls and B's, each echo and broadcast counted once
+    assert attached["completed"] == (5 + 2) + (4 + 2)  # A's calls and B's, each counted once
+    assert attached["slots_in_use"] == 1
     through_serve = drive(address, env, "serve", str(free_port()))["pids"]
     assert through_serve and set(through_serve) <= set(made["pids"])
     removed = drive(address, env, "remove")
-    assert removed == {"killed": 0, "found_after": False, "pools": []}
+    assert removed == {"killed": 0, "found_after": False, "pools": [], "holders": []}
 
 
 if __name__ == "__main__":

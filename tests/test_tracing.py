@@ -89,6 +89,23 @@ def test_the_method_runs_in_the_callers_trace(mode, method, mode_opts, spans):
         assert not inside["recording"] and inside["span_id"] == producer.context.span_id
 
 
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_broadcast_is_one_producer_span_over_every_workers_call(mode, mode_opts, spans):
+    size = 1 if mode in ("sync", "asyncio") else 2
+    with Traced.options(**mode_opts(mode, max_workers=size)).init() as pool:
+        with tracer.start_as_current_span("caller") as caller:
+            inside = gather(pool.broadcast("where"), timeout=60)
+    producer = child_of(spans, caller, SpanKind.PRODUCER)
+    assert producer.name == "Traced.where" and producer.attributes["concurry.broadcast"] is True
+    assert len(inside) == size and {i["trace_id"] for i in inside} == {caller.get_span_context().trace_id}
+    if mode in IN_PROCESS:
+        consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+        assert sorted(i["span_id"] for i in inside) == sorted(s.context.span_id for s in consumers)
+        assert {s.parent.span_id for s in consumers} == {producer.context.span_id}
+    else:
+        assert {i["span_id"] for i in inside} == {producer.context.span_id}
+
+
 @pytest.mark.parametrize("mode", OWN_PROCESS)
 def test_a_worker_process_with_a_provider_records_its_consumer_and_limits_spans(mode, mode_opts, spans):
     options = mode_opts(mode, limits=[ResourceLimit("slots", 1)])

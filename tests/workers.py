@@ -41,6 +41,11 @@ class Counter(Worker):
     def fail(self, message: str) -> None:
         raise KeyError(message)
 
+    def slots_in_use(self, key: str = "slots") -> float:
+        """Hold one unit of the pool's limit ``key`` and say how many units are in use meanwhile."""
+        with self.limits.acquire({key: 1}):
+            return self.limits.get_stats()["limits"][key]["used"]
+
     def make_lock(self):
         return threading.Lock()
 

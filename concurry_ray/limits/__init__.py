@@ -11,6 +11,7 @@ what a pool's ``limits=`` option accepts (``pool_option.py``). See
 ``docs/limits.md``.
 """
 
+from .holders import PoolOwner
 from .limitpool import LimitPool, PoolAcquisition
 from .limitset import Acquisition, LimitSet, LimitSetAcquisition, empty_limits
 from .models import CallLimit, Limit, RateLimit, ResourceLimit
@@ -24,6 +25,7 @@ __all__ = [
     "LimitSet",
     "LimitSetAcquisition",
     "PoolAcquisition",
+    "PoolOwner",
     "RateLimit",
     "ResourceLimit",
     "check_limits_option",

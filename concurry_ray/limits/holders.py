@@ -22,12 +22,33 @@ import asyncio
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
+from .. import metrics
 from ..errors import ConfigError
 from ..modes import LOCAL_HOLDER, MODES
 from .ledger import Grant, Ledger
 from .models import definition
+
+class PoolOwner(NamedTuple):
+    """The named pool a holder is made for (its ``limits=[...]``): a Ray holder takes the pool's name
+    and lifetime from it, so a detached pool's budget outlives the driver as the pool does."""
+
+    pool: str
+    lifetime: Optional[str] = None
+
+    @property
+    def holder_name(self) -> str:
+        """The name of the pool's holder: ``{pool}/limits``."""
+        return f"{self.pool}/limits"
+
+
+def usage_label(name: Optional[str], owner: Optional[PoolOwner]) -> str:
+    """How metrics name a budget: the set's name, ``{pool}/limits`` for a named pool's, else ``unnamed``."""
+    if name is not None:
+        return name
+    return owner.holder_name if owner is not None else "unnamed"
+
 
 Reach = Optional[frozenset]  # the ``limits_holder`` entries of modes.MODES a holder stands in for
 EVERY_MODE: Reach = None  # a holder every worker can use, whatever its mode
@@ -67,6 +88,11 @@ class LocalHolder(Holder):
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self._usage: Optional[metrics.UsageMeter] = None
+
+    def export_usage(self, label: str) -> None:
+        """Sample this budget's usage into Ray metrics under ``label`` while the holder lives."""
+        self._usage = metrics.UsageMeter(label, self.ledger.stats)
 
     def acquire(self, amounts: Mapping[str, float], timeout: Optional[float]) -> Optional[Grant]:
         grant = self.ledger.try_take(amounts)
@@ -146,22 +172,29 @@ _NAMED: "weakref.WeakValueDictionary[tuple, LocalHolder]" = weakref.WeakValueDic
 _NAMED_LOCK = threading.Lock()
 
 
-def named_local(name: Optional[str], limits: Sequence, make: type[LocalHolder]) -> LocalHolder:
+def named_local(name: Optional[str], limits: Sequence, make: type[LocalHolder], owner: Optional[PoolOwner] = None) -> LocalHolder:
     """A new holder of type ``make``, or the live one of that name in this process (same limits only)."""
     if name is None:
-        return make(Ledger(limits))
+        return _metered(make(Ledger(limits)), usage_label(name, owner))
     with _NAMED_LOCK:
         holder = _NAMED.get((make, name))
         if holder is None:
-            holder = _NAMED[(make, name)] = make(Ledger(limits))
+            holder = _NAMED[(make, name)] = _metered(make(Ledger(limits)), name)
         else:
             check_same(name, definition(holder.ledger.limits.values()), definition(limits))
         return holder
 
 
-def open_local(limits: Sequence, name: Optional[str]) -> Holder:
-    """The holder of a shared set in sync, asyncio or thread mode."""
-    return named_local(name, limits, SharedLocalHolder)
+def _metered(holder: LocalHolder, label: str) -> LocalHolder:
+    """``holder``, whose usage is sampled into Ray metrics when this process records them."""
+    if metrics.active():
+        holder.export_usage(label)
+    return holder
+
+
+def open_local(limits: Sequence, name: Optional[str], owner: Optional[PoolOwner] = None) -> Holder:
+    """The holder of a shared set in sync, asyncio or thread mode (in this process, whatever ``owner``)."""
+    return named_local(name, limits, SharedLocalHolder, owner)
 
 
 def check_same(name: str, existing: list, wanted: list) -> None:

@@ -10,8 +10,9 @@ from typing import Any, Mapping, Optional, Sequence
 from ..display import limits_html, read_stats
 from ..errors import ConfigError, closest
 from ..modes import canonical_mode, limits_holder
+from ..metrics import waiting
 from ..tracing import acquiring
-from .holders import Holder, PrivateHolder
+from .holders import Holder, PoolOwner, PrivateHolder, usage_label
 from .models import CALL_KEY, Limit, check_limits
 
 class LimitSet:
@@ -75,17 +76,23 @@ class LimitSet:
         holder = _open_holder(limits, bool(shared), mode, name)
         self._bind(limits, bool(shared), mode, name, holder, dict(config or {}))
 
-    def _bind(self, limits: tuple, shared: bool, mode: str, name: Optional[str], holder: Holder, config: dict) -> None:
+    def _bind(self, limits: tuple, shared: bool, mode: str, name: Optional[str], holder: Holder, config: dict,
+              label: Optional[str] = None) -> None:
         self.limits, self.shared, self.mode, self.name, self.config = limits, shared, mode, name, config
+        self._label = label or usage_label(name, None)  # the set's tag in metrics
         self._capacity = {limit.key: limit.capacity for limit in limits}
         self._resource_keys = tuple(limit.key for limit in limits if limit.kind == "resource")
         self._owned = False
         self._holder = holder
 
     @classmethod
-    def for_pool(cls, limits: Sequence[Limit], mode: str) -> "LimitSet":
-        """The shared set a pool builds from ``limits=[...]``; ``release_owned()`` removes it when the pool stops."""
-        limit_set = cls(limits, shared=True, mode=mode)
+    def for_pool(cls, limits: Sequence[Limit], mode: str, owner: Optional[PoolOwner] = None) -> "LimitSet":
+        """The shared set a pool builds from ``limits=[...]`` (``owner``: the named pool it is for);
+        ``release_owned()`` removes it when the pool stops."""
+        limits, mode = check_limits(limits), canonical_mode(mode)
+        limit_set = cls.__new__(cls)
+        holder = limits_holder(mode)(limits, None, owner)
+        limit_set._bind(limits, True, mode, None, holder, {}, usage_label(None, owner))
         limit_set._owned = True
         return limit_set
 
@@ -208,7 +215,7 @@ class LimitSet:
         return LimitSet(self.limits, config=self.config)
 
     def __reduce__(self):
-        return (_rebuild, (self.limits, self.shared, self.mode, self.name, self._holder, self.config))
+        return (_rebuild, (self.limits, self.shared, self.mode, self.name, self._holder, self.config, self._label))
 
     def __repr__(self) -> str:
         keys = ", ".join(self._capacity) or "no limits"
@@ -255,9 +262,10 @@ def _open_holder(limits: tuple, shared: bool, mode: str, name: Optional[str]) ->
     return limits_holder(mode)(limits, name)
 
 
-def _rebuild(limits: tuple, shared: bool, mode: str, name: Optional[str], holder: Holder, config: dict) -> LimitSet:
+def _rebuild(limits: tuple, shared: bool, mode: str, name: Optional[str], holder: Holder, config: dict,
+             label: str) -> LimitSet:
     limit_set = LimitSet.__new__(LimitSet)
-    limit_set._bind(limits, shared, mode, name, holder, config)
+    limit_set._bind(limits, shared, mode, name, holder, config, label)
     return limit_set
 
 
@@ -315,7 +323,7 @@ class LimitSetAcquisition:
 
     def __enter__(self) -> "LimitSetAcquisition":
         if self._must_ask():
-            with acquiring(self.requested):
+            with acquiring(self.requested), waiting(self.limit_set._label, self.requested):
                 self._hold(self.limit_set._holder.acquire(self._asked, self.timeout))
         return self
 
@@ -324,7 +332,7 @@ class LimitSetAcquisition:
 
     async def __aenter__(self) -> "LimitSetAcquisition":
         if self._must_ask():
-            with acquiring(self.requested):
+            with acquiring(self.requested), waiting(self.limit_set._label, self.requested):
                 self._hold(await self.limit_set._holder.acquire_async(self._asked, self.timeout))
         return self
 

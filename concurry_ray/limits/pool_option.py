@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 from ..errors import ConfigError
+from .holders import PoolOwner
 from .limitpool import LimitPool
 from .limitset import LimitSet
 from .models import check_limits
@@ -31,13 +32,14 @@ def check_limits_option(limits: Any) -> Any:
     )
 
 
-def pool_limits(limits: Any, mode: str) -> Optional[Union[LimitSet, LimitPool]]:
-    """What a pool in ``mode`` hands its workers for the ``limits=`` option (None: no limits)."""
+def pool_limits(limits: Any, mode: str, owner: Optional[PoolOwner] = None) -> Optional[Union[LimitSet, LimitPool]]:
+    """What a pool in ``mode`` hands its workers for the ``limits=`` option (None: no limits);
+    ``owner`` names the pool when it has a name (see ``PoolOwner``)."""
     if check_limits_option(limits) is None or (isinstance(limits, (list, tuple)) and not limits):
         return None
     if isinstance(limits, (list, tuple)):
         if not _all_limit_sets(limits):
-            return LimitSet.for_pool(limits, mode)
+            return LimitSet.for_pool(limits, mode, owner)
         limits = LimitPool(limits)
     if not limits.reaches(mode):
         raise ConfigError(

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from ..modes import LOCAL_HOLDER
 from .client import RemoteHolder, client_for
-from .holders import Holder, LocalHolder, named_local
+from .holders import Holder, LocalHolder, PoolOwner, named_local
 from .server import Server
 
 _SERVED: dict[str, tuple[int, "ServedHolder"]] = {}
@@ -56,6 +56,6 @@ def attach(locator: tuple) -> Holder:
     return client_for(RemoteHolder, locator[0], locator, None, ServedHolder.stands_in_for)
 
 
-def open_served(limits: Sequence, name: Optional[str]) -> Holder:
-    """The holder of a shared set in process mode."""
-    return named_local(name, limits, ServedHolder)
+def open_served(limits: Sequence, name: Optional[str], owner: Optional[PoolOwner] = None) -> Holder:
+    """The holder of a shared set in process mode (served by this process; ``owner`` changes nothing)."""
+    return named_local(name, limits, ServedHolder, owner)

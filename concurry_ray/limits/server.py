@@ -67,6 +67,12 @@ class Server:
         threading.Thread(target=self._accept, name="concurry-limits-accept", daemon=True).start()
 
     @property
+    def clients(self) -> int:
+        """How many client connections are open now (one per process using the budget)."""
+        with self._lock:
+            return len(self._sessions)
+
+    @property
     def locator(self) -> tuple:
         """What a client needs to connect: (address, family, authkey)."""
         return (self.address, self.family, self.authkey)

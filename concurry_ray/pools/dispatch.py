@@ -89,15 +89,15 @@ class Slot:
         """Calls sent here that have neither finished nor been handed over."""
         return self.dispatched - self.completed - self.failed - self.handed_over
 
-    def health(self) -> dict:
-        """The per-worker figures reported by ``get_pool_stats()``."""
+    def health(self, ask_retries: bool = True) -> dict:
+        """The per-worker figures reported by ``get_pool_stats()`` (retries None unless asked)."""
         return {
             "alive": self.client.alive() and not self.retired,
             "restarts": self.restarts,
             "in_flight": self.in_flight,
             "completed": self.completed,
             "failed": self.failed,
-            "retries": self.client.retries(),
+            "retries": self.client.retries() if ask_retries else None,
         }
 
 
@@ -456,8 +456,22 @@ class Dispatcher:
             "queued": len(self._parked),
         }
 
-    def stats(self) -> dict:
-        """The figures this handle keeps: size, state, queue, balancer and per-worker health."""
+    def load(self) -> dict:
+        """What metrics sample, without a lock: live workers, calls in flight and queued, restarts so far."""
+        slots = list(self._slots.values())
+        summary = self.summary()
+        return {
+            "workers": summary["total_workers"],
+            "in_flight": sum(s.in_flight for s in slots if not s.retired),
+            "queued": summary["queued"],
+            "restarts": sum(s.restarts for s in slots),
+        }
+
+    def stats(self, ask_workers: bool = True) -> dict:
+        """The figures this handle keeps: size, state, queue, balancer and per-worker health.
+
+        Without ``ask_workers`` the live workers' retries are not asked for (None; the Ray
+        balancer brings them) and ``retries`` counts only the calls of workers gone."""
         with self._lock:
             live = list(self._roster)
             retired = [s for s in self._slots.values() if s.retired]
@@ -474,9 +488,10 @@ class Dispatcher:
             stats = {**self.summary(), "load_balancer": balancer}
             past_retries = self._past_retries
         # Outside the lock: asking a Ray worker for its retry count is a round trip (all asked at once).
-        for slot in live:
-            slot.client.ask_retries()
-        stats["workers"] = {s.index: s.health() for s in live}
+        if ask_workers:
+            for slot in live:
+                slot.client.ask_retries()
+        stats["workers"] = {s.index: s.health(ask_workers) for s in live}
         worker_retries = sum(w["retries"] or 0 for w in stats["workers"].values())
         stats["retries"] = past_retries + worker_retries + sum(s.client.retries() or 0 for s in retired)
         return stats

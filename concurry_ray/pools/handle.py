@@ -18,7 +18,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .. import tracing
+from .. import metrics, tracing
 from ..deadlines import expire_after
 from ..display import pool_html, pool_repr, read_stats
 from ..errors import ConfigError, PoolStoppedError, closest
@@ -117,6 +117,7 @@ class Pool:
             self._stopper.wind_down(0)
             raise
         self._health = self._stopper.health = self._start_health_checks()
+        self._meter = self._stopper.meter = self._start_metrics()
         self._scaler = self._stopper.scaler = self._start_autoscaler(extras.get("limits"))
         if self._members.stops_when_collected:
             weakref.finalize(self, self._stopper.collected, self._blueprint.label).atexit = False
@@ -124,9 +125,11 @@ class Pool:
             self.__dict__["close"] = MethodCaller(self, "close")
 
     def _shared_extras(self) -> dict:
-        from ..limits import pool_limits
+        from ..limits import PoolOwner, pool_limits
 
-        limits = pool_limits(self._options.limits, self._options.mode)
+        options = self._options
+        owner = PoolOwner(options.name, options.lifetime) if options.name is not None else None
+        limits = pool_limits(options.limits, options.mode, owner)
         return {"limits": limits} if limits is not None else {}
 
     def _start_health_checks(self) -> Optional[HealthMonitor]:
@@ -134,6 +137,11 @@ class Pool:
         if check is None or self._options.on_demand or not self._members.manages_pool:
             return None
         return HealthMonitor(self._dispatcher, self._members.swap_out, check, self._options.health_check_interval)
+
+    def _start_metrics(self) -> Optional[metrics.PoolMeter]:
+        if not metrics.active():
+            return None
+        return metrics.PoolMeter(self._options.name or self._cls.__name__, self._dispatcher.load)
 
     def _start_autoscaler(self, limits: Any) -> Optional[Autoscaler]:
         if not self._options.elastic or not self._members.manages_pool:
@@ -160,9 +168,13 @@ class Pool:
         if self._dispatcher.closed:
             raise PoolStoppedError(f"{self!r} is stopped; {method}() cannot be called. Build a new one with .init()")
         if not tracing.wanted():
-            return self._send(Call(method, args, kwargs), priority)
-        span = tracing.CallerSpan(self._options, self._cls.__name__, method)
-        return span.follow(self._send, Call(method, args, kwargs, span.carrier), priority)
+            future = self._send(Call(method, args, kwargs), priority)
+        else:
+            span = tracing.CallerSpan(self._options, self._cls.__name__, method)
+            future = span.follow(self._send, Call(method, args, kwargs, span.carrier), priority)
+        if self._meter is not None:
+            self._meter.watch(method, future)
+        return future
 
     def _send(self, call: Call, priority: int) -> Future:
         """Dispatch ``call`` (once its argument futures are done) under the handle's ``call_timeout``."""
@@ -255,12 +267,16 @@ class Pool:
         self._members.retire(self._dispatcher.retire([s.index for s in live[max_workers:]]))
 
     def broadcast(self, method: str, *args: Any, **kwargs: Any) -> list[Future]:
-        """Call ``method`` once on every live worker; their futures in worker order."""
+        """Call ``method`` once on every live worker; their futures in worker order. Traced (one
+        PRODUCER span over every worker's CONSUMER span) when ``tracing.wanted()``."""
         if method not in self._methods:
             raise AttributeError(f"{self._cls.__name__} has no public method {method!r}{closest(method, self._methods)}")
         if self._dispatcher.closed:
             raise PoolStoppedError(f"{self!r} is stopped; broadcast({method!r}) was not run")
-        return self._dispatcher.send_to_all(Call(method, args, kwargs))
+        if not tracing.wanted():
+            return self._dispatcher.send_to_all(Call(method, args, kwargs))
+        span = tracing.CallerSpan(self._options, self._cls.__name__, method, broadcast=True)
+        return span.follow_all(self._dispatcher.send_to_all, Call(method, args, kwargs, span.carrier))
 
     def get_pool_stats(self) -> dict:
         """Pool size, state, balancer figures and per-worker health, as a plain dict.
@@ -268,7 +284,7 @@ class Pool:
         In Ray mode the figures cover every copy of this handle (tasks, actors,
         Serve replicas), as collected by the pool's balancer actor.
         """
-        local = self._dispatcher.stats()
+        local = self._dispatcher.stats(ask_workers=not self._members.brings_worker_retries)
         local["health_replacements"] = self._health.replaced if self._health is not None else 0
         if self._scaler is not None:
             local.update(self._scaler.stats())
@@ -322,6 +338,7 @@ class _Stopper:
     health: Optional[HealthMonitor]
     limits: Any
     scaler: Optional[Autoscaler] = None
+    meter: Optional[metrics.PoolMeter] = None
 
     def wind_down(self, timeout: Optional[float]) -> None:
         """Finish the calls already made (parked ones included), then stop every worker (see Pool.stop())."""
@@ -333,8 +350,10 @@ class _Stopper:
         self.members.stop_clients(deadline)
         self.dispatcher.stop_reaper(deadline)
         self.backend.shutdown()
-        if self.limits is not None and hasattr(self.limits, "release_owned"):
+        if self.limits is not None and self.members.ends_pool and hasattr(self.limits, "release_owned"):
             self.limits.release_owned()
+        if self.meter is not None:
+            self.meter.stop()
 
     def collected(self, name: str) -> None:
         """The handle was garbage-collected: unless it was stopped, let its calls finish and stop

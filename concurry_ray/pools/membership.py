@@ -142,6 +142,11 @@ class LocalMembership:
         """The pool statistics; local pools have only their own."""
         return local
 
+    @property
+    def brings_worker_retries(self) -> bool:
+        """Whether ``stats()`` brings each live worker's retries itself (so the handle need not ask)."""
+        return False
+
     def stop_clients(self, deadline: Optional[float]) -> None:
         """Stop every worker of the pool, in parallel, by ``deadline``."""
         stop_all(self.dispatcher.clients(), deadline)
@@ -149,6 +154,12 @@ class LocalMembership:
     @property
     def manages_pool(self) -> bool:
         """Whether this handle starts, replaces and health-checks the workers (copies of Ray handles do not)."""
+        return True
+
+    @property
+    def ends_pool(self) -> bool:
+        """Whether stopping this handle ends the pool and its own limits holder (not so for a Ray
+        copy, a handle attached by name, or the creator of a detached pool)."""
         return True
 
     def reduce(self) -> Any:

@@ -62,8 +62,8 @@ class _HostActorBase:
         return self._retry_count()
 
     @ray.method(concurrency_group="control")
-    def __concurry_counts__(self) -> tuple[int, int]:
-        return tuple(self._finished)
+    def __concurry_counts__(self) -> tuple[int, int, int]:
+        return self._counts()
 
     def _count(self, outcome: int) -> None:
         """Count one finished call: ``outcome`` 0 for completed, 1 for failed."""
@@ -72,6 +72,10 @@ class _HostActorBase:
 
     def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
+
+    def _counts(self) -> tuple[int, int, int]:
+        """Calls completed, calls failed, and retries made: what the balancer's stats ask every worker."""
+        return self._finished[0], self._finished[1], self._retry_count()
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
         carrier = kwargs.pop(TRACE_KEYWORD, None)
@@ -120,8 +124,8 @@ class _AsyncHostActorBase(_HostActorBase):
     async def __concurry_retries__(self) -> int:  # on the loop: answers while sync calls run
         return self._retry_count()
 
-    async def __concurry_counts__(self) -> tuple[int, int]:  # on the loop: answers while sync calls run
-        return tuple(self._finished)
+    async def __concurry_counts__(self) -> tuple[int, int, int]:  # on the loop: answers while sync calls run
+        return self._counts()
 
     async def __concurry_batch__(self, ticket: tuple, calls: list) -> list:
         """Run several sync calls in order on the sync thread, in the sender's turn (see the base class)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -160,9 +160,12 @@ class PoolBalancer:
         """Store one handle's counters; return the version, every worker's in-flight and total
         calls, and how many handles are joined (have reported and not left)."""
         await self._rebuilt()
+        self._store(handle_id, counters, dispatched)
+        return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
+
+    def _store(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> None:
         self._reports[handle_id] = counters
         self._dispatched[handle_id] = dispatched
-        return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
 
     def leave(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> None:
         """A handle stopped, or has had nothing in flight for a while: keep what it counted, forget it."""
@@ -181,18 +184,22 @@ class PoolBalancer:
                     totals[index] = [a + b for a, b in zip(totals[index], values)]
         return totals
 
-    async def stats(self) -> dict:
+    async def stats(self, report: Optional[tuple[str, dict[int, Counters], int]] = None) -> dict:
         """Aggregated figures of every handle: dispatched calls and per-worker health.
 
-        Completed and failed calls are counted by the workers themselves (asked now), so a
+        ``report`` is the asking handle's report (handle id, counters, dispatched), stored
+        first, so one round trip brings the figures up to date. Completed and failed calls,
+        and retries, are counted by the workers themselves (asked now, all at once), so a
         call whose result was delivered is counted even before its handle reported it.
         """
+        if report is not None:
+            self._store(*report)
         totals = self._totals()  # taken with the figures below, before reports can arrive during the await
         reported_total, handles = self._departed_dispatched + sum(self._dispatched.values()), len(self._reports)
         counted = await self._worker_counts(list(totals))
         workers, extra = {}, 0
         for index, (sent, in_flight, completed, failed) in totals.items():
-            done = counted.get(index, (0, 0))
+            done = counted.get(index, (0, 0, None))
             completed, failed = max(completed, done[0]), max(failed, done[1])
             dispatched = max(sent, completed + failed)
             extra += dispatched - sent
@@ -202,12 +209,14 @@ class PoolBalancer:
                 "in_flight": min(in_flight, dispatched - completed - failed),
                 "completed": completed,
                 "failed": failed,
+                "retries": done[2],
                 "dispatched": dispatched,
             }
         return {"total_dispatched": reported_total + extra, "workers": workers, "handles": handles}
 
-    async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int]]:
-        """Each live worker's own count of calls completed and failed (a worker that does not answer is left out)."""
+    async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int, int]]:
+        """Each live worker's own count of calls completed and failed, and of retries (a worker that
+        does not answer is left out)."""
         asked = {i: self._members[i].__concurry_counts__.remote() for i in indexes if i in self._members}
         answers = await asyncio.gather(*(asyncio.wait_for(ref, COUNTS_TIMEOUT) for ref in asked.values()),
                                        return_exceptions=True)

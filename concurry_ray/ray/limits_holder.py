@@ -26,10 +26,11 @@ from typing import Any, Optional, Sequence
 import ray
 
 from ..limits.client import RemoteHolder, client_for, forget
-from ..limits.holders import EVERY_MODE, Holder, check_same
+from ..limits.holders import EVERY_MODE, Holder, PoolOwner, check_same, usage_label
 from ..limits.ledger import Ledger
 from ..limits.models import definition
 from ..limits.server import Server
+from ..metrics import UsageMeter
 from .naming import NAMESPACE, is_pool_actor
 from .outcomes import ensure_ray
 
@@ -37,18 +38,21 @@ RESTART_GRACE = 3.0  # seconds resources stay closed after a restart while clien
 LOCATE_TIMEOUT = 60.0
 
 _ACTOR: Any = None
-_MADE_HERE: dict[str, Any] = {}  # unnamed holders this process created (their handles keep them alive)
+_MADE_HERE: set[str] = set()  # unnamed holders this process created, removed when it exits
+_HANDLES: dict[str, Any] = {}  # a handle of each holder this process opened: Ray ends an actor nobody holds
 
 
 class LimitsHolder:
     """The body of the detached actor: a ledger and the server in front of it."""
 
-    def __init__(self, limits: Sequence) -> None:
+    def __init__(self, limits: Sequence, pool: Optional[str], label: str) -> None:
         self._limits = tuple(limits)
+        self._pool = pool
         ledger = Ledger(self._limits)
         if _restarted():
             ledger.saturate(RESTART_GRACE)
         self._server = Server(ledger, host=ray.util.get_node_ip_address())
+        self._usage = UsageMeter(label, ledger.stats)
 
     def definition(self) -> list:
         """The limits this holder enforces, comparable with ``models.definition``."""
@@ -57,6 +61,14 @@ class LimitsHolder:
     def locator(self) -> tuple:
         """Where clients connect: (address, family, authkey)."""
         return self._server.locator
+
+    def about(self) -> dict:
+        """The named pool this holder serves (None for a LimitSet's own) and how many processes are connected."""
+        return {"pool": self._pool, "clients": self._server.clients}
+
+    def stats(self) -> dict:
+        """The budget's usage per key, as ``LimitSet.get_stats()`` reports it."""
+        return self._server.ledger.stats()
 
 
 def _restarted() -> bool:
@@ -87,7 +99,8 @@ def locate(name: str, seconds: float = LOCATE_TIMEOUT) -> tuple:
 
 def remove_holder(name: str) -> bool:
     """Kill the holder actor ``name`` (and drop this process's client of it); False if there was none."""
-    _MADE_HERE.pop(name, None)
+    _MADE_HERE.discard(name)
+    _HANDLES.pop(name, None)
     forget(name)
     try:
         actor = ray.get_actor(name, namespace=NAMESPACE)
@@ -108,33 +121,43 @@ def list_holders() -> list[str]:
     return sorted(e["name"] for e in named if e["namespace"] == NAMESPACE and not is_pool_actor(e["name"]))
 
 
-def open_ray(limits: Sequence, name: Optional[str]) -> Holder:
-    """Create (or attach to) the holder actor of a shared set in Ray mode."""
+def open_ray(limits: Sequence, name: Optional[str], owner: Optional[PoolOwner] = None) -> Holder:
+    """Create (or attach to) the holder actor of a shared set in Ray mode.
+
+    A named set's holder is detached (others find the budget by name). A named pool's
+    holder is ``{pool}/limits`` with the pool's lifetime; any other is owned by this process:
+    it goes when the process goes, even on SIGKILL.
+    """
     ensure_ray()
-    named = name is not None
-    if not named:  # owned by this process: it goes when the process goes, even on SIGKILL
+    label = usage_label(name, owner)
+    lifetime = "detached" if name is not None else None
+    if owner is not None:
+        name, lifetime = owner.holder_name, owner.lifetime
+    made_here = name is None  # others may attach to a named one: it is not this process's to remove at exit
+    if made_here:
         name = f"limits-{uuid.uuid4().hex[:12]}"
     actor = _actor_class().options(
         name=name,
         namespace=NAMESPACE,
-        lifetime="detached" if named else None,
+        lifetime=lifetime,
         get_if_exists=True,
         num_cpus=0,
         max_restarts=-1,
         max_task_retries=-1,
-    ).remote(tuple(limits))
-    if not named:
-        _remember(name, actor)
+    ).remote(tuple(limits), owner.pool if owner is not None else None, label)
+    _HANDLES.setdefault(name, actor)  # the first: a handle got from a name does not keep the actor alive
+    if made_here:
+        _remember(name)
     existing, locator = ray.get([actor.definition.remote(), actor.locator.remote()], timeout=LOCATE_TIMEOUT)
     check_same(name, existing, definition(limits))
     return client_for(RayHolder, name, locator, partial(locate, name), EVERY_MODE)
 
 
-def _remember(name: str, actor: Any) -> None:
+def _remember(name: str) -> None:
     if not _MADE_HERE:  # registered after ray.init, so it runs before Ray's own exit hook
         atexit.unregister(_remove_made_here)
         atexit.register(_remove_made_here)
-    _MADE_HERE[name] = actor
+    _MADE_HERE.add(name)
 
 
 def _remove_made_here() -> None:

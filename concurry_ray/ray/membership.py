@@ -129,6 +129,10 @@ class RayMembership(LocalMembership):
     def manages_pool(self) -> bool:
         return self.owner
 
+    @property
+    def ends_pool(self) -> bool:
+        return self._ends_pool
+
     def start(self, count: int) -> list:
         if count == 0:
             return self._clients(*self._call("members"))
@@ -186,6 +190,7 @@ class RayMembership(LocalMembership):
     def retire(self, slots: list[Slot]) -> None:
         for slot in slots:
             slot.client.drain(None)
+            slot.client.retries()  # its final count, kept once the balancer has ended the actor
         self._version = self._call("retire", [s.index for s in slots])
 
     def touched(self) -> None:
@@ -223,8 +228,8 @@ class RayMembership(LocalMembership):
     def flush(self) -> None:
         """Send this handle's counters to the balancer and learn the others' loads."""
         with self._report_lock:
-            mine, dispatched = self._counters()
-            version, loads, self._handles = self._call("report", self.handle_id, *self._since_joined(mine, dispatched))
+            mine, report = self._report()
+            version, loads, self._handles = self._call("report", *report)
         # The balancer's totals hold this handle's calls from earlier stints too, so take all of them off.
         self._others = {
             i: (max(0, active - mine.get(i, (0, 0))[1]), max(0, total - mine.get(i, (0, 0))[0]))
@@ -232,8 +237,18 @@ class RayMembership(LocalMembership):
         }
         if version != self._version:
             self._sync(*self._call("members"))
+        self._joined()
+
+    def _report(self) -> tuple[dict[int, Counters], tuple[str, dict[int, Counters], int]]:
+        """This handle's own counters, and what it reports: its id, its counters since it joined,
+        the calls it dispatched."""
+        mine, dispatched = self._counters()
+        return mine, (self.handle_id, *self._since_joined(mine, dispatched))
+
+    def _joined(self) -> None:
+        """A copy that reported (maybe from get_pool_stats()) runs the thread that leaves again when idle."""
         if self._flusher is None and not self.owner:
-            self._start_flusher()  # reported from get_pool_stats(): the thread will leave again when idle
+            self._start_flusher()
 
     def _shared(self) -> bool:
         """Whether other handles use the pool now: this one is a copy, another is joined, or it was just pickled."""
@@ -277,13 +292,21 @@ class RayMembership(LocalMembership):
     def others_load(self) -> dict[int, tuple[int, int]]:
         return self._others
 
+    @property
+    def brings_worker_retries(self) -> bool:
+        return not (self.dispatcher.closed and self.owner)
+
     def stats(self, local: dict) -> dict:
-        """Figures from the balancer: every handle's calls, not only this one's."""
+        """Figures from the balancer: every handle's calls, not only this one's, in one round trip
+        (with this handle's report; a stopped copy has left and does not join again)."""
         if self.dispatcher.closed and self.owner:
             return local
-        if not self.dispatcher.closed:  # a stopped copy has left the balancer; reporting would join it again
-            self.flush()
-        shared = self._call("stats")
+        if self.dispatcher.closed:
+            shared = self._call("stats")
+        else:
+            with self._report_lock:
+                shared = self._call("stats", self._report()[1])
+            self._joined()
         workers = shared["workers"]
         balancer = dict(local["load_balancer"], total_dispatched=shared["total_dispatched"])
         if "active_calls" in balancer:
@@ -292,9 +315,8 @@ class RayMembership(LocalMembership):
         if "total_calls" in balancer:
             balancer["total_calls"] = {i: w["dispatched"] for i, w in workers.items()}
         merged_workers = {i: {k: v for k, v in w.items() if k != "dispatched"} for i, w in workers.items()}
-        for index, figures in merged_workers.items():
-            figures["retries"] = local["workers"].get(index, {}).get("retries")
-        return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"])
+        retries = local["retries"] + sum(w["retries"] or 0 for w in workers.values())
+        return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"], retries=retries)
 
     def stop_clients(self, deadline: Optional[float]) -> None:
         for client in self.dispatcher.clients():

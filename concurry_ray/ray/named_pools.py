@@ -16,8 +16,10 @@ from typing import Any, Optional
 import ray
 
 from ..errors import ConfigError, PoolNotFoundError
+from ..limits.holders import PoolOwner
 from .balancer import LOOKUP_TIMEOUT, unwrap
 from .membership import AttachInfo, attach_pool
+from .limits_holder import remove_holder
 from .naming import NAMESPACE, balancer_name, pool_of
 from .outcomes import ensure_ray
 
@@ -40,6 +42,7 @@ def remove_pool(name: str, timeout: Optional[float] = 60.0) -> int:
         killed = _ask(balancer, "drain", seconds, timeout=LOOKUP_TIMEOUT + seconds)
     finally:
         ray.kill(balancer, no_restart=True)
+        remove_holder(PoolOwner(name).holder_name)  # the budget of its limits=[...], if it has one
     return killed
 
 

@@ -1,9 +1,10 @@
 """Names of the Ray actors the library creates, so that they are easy to find.
 
 Every actor lives in the namespace ``concurry_ray``: a pool's balancer is
-``{pool}/balancer`` and its workers ``{pool}/w{i}``, where ``{pool}`` is the
-pool's ``name`` option, or ``{Class}-{6 hex digits}`` for an unnamed pool; a
-limits holder is named after its LimitSet. ``ray list actors`` and the dashboard
+``{pool}/balancer``, its workers ``{pool}/w{i}`` and the holder of its
+``limits=[...]`` ``{pool}/limits``, where ``{pool}`` is the pool's ``name``
+option, or ``{Class}-{6 hex digits}`` for an unnamed pool; the holder of a
+LimitSet is named after the set. ``ray list actors`` and the dashboard
 show these names, and ``concurry-ray ls`` reads them back.
 """
 
@@ -15,7 +16,7 @@ from typing import Optional
 
 NAMESPACE = "concurry_ray"
 BALANCER_SUFFIX = "/balancer"
-_POOL_ACTOR = re.compile(r"/(balancer|w\d+(~\d+)?)$")
+_POOL_ACTOR = re.compile(r"^(?P<pool>.+)/(?P<role>balancer|w\d+(~\d+)?)$")
 
 
 def pool_name(name: Optional[str], cls: type) -> str:
@@ -31,6 +32,15 @@ def balancer_name(pool: str) -> str:
 def worker_name(pool: str, index: int) -> str:
     """The actor name of worker ``index`` of ``pool``."""
     return f"{pool}/w{index}"
+
+
+def role_of(actor_name: str) -> tuple[Optional[str], str]:
+    """``(pool, "balancer" | "worker")`` for a pool's actor; ``(None, "limits")`` for a limits holder
+    (whose ``about()`` says which pool, if any, it serves)."""
+    match = _POOL_ACTOR.match(actor_name)
+    if match is None:
+        return None, "limits"
+    return match["pool"], "balancer" if match["role"] == "balancer" else "worker"
 
 
 def pool_of(actor_name: str) -> Optional[str]:
