@@ -30,6 +30,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or bad usage (2)
         return int(exit_.code or 0)
+    # Given before or after the subcommand (so no parser holds a default that would hide the other).
+    args.address = getattr(args, "address", None) or os.environ.get("RAY_ADDRESS") or "auto"
+    args.json = getattr(args, "json", False)
     from .ray import inventory
 
     try:
@@ -59,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     parser = argparse.ArgumentParser(prog="concurry-ray", parents=[common],
                                      description="List, inspect and clean up concurry_ray pools and limits holders.")
-    parser.set_defaults(address=os.environ.get("RAY_ADDRESS") or "auto", json=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -93,6 +95,8 @@ def _connect(address: str) -> None:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
             pass
     ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
+    # Ray's state API takes RAY_ADDRESS over its address argument: make it the cluster just joined.
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def _ls(args: argparse.Namespace) -> int:

@@ -554,7 +554,7 @@ def _gather_iter(
         found = _found([value], recurse)
         futures = [as_future(f) for f in found]
         items.append((found, futures))
-        _when_all_done(futures, lambda index=index: ready.put(index))
+        when_all_done(futures, lambda index=index: ready.put(index))
     tracker = _Progress(progress, len(values), "Gathering")
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -608,7 +608,7 @@ def _rebuilt(value: Any, by_id: dict[int, Any], recurse: bool) -> Any:
     return replace(value, by_id) if recurse else by_id.get(id(value), value)
 
 
-def _when_all_done(futures: list, fn: Callable[[], Any]) -> None:
+def when_all_done(futures: list, fn: Callable[[], Any]) -> None:
     """Call ``fn()`` once every one of ``futures`` is done (at once when there are none)."""
     if not futures:
         fn()

@@ -19,12 +19,11 @@ context read.
 
 from __future__ import annotations
 
-import threading
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from time import monotonic
 from typing import Any, Callable, Iterator, Optional
 
-from .futures import Future, peek
+from .futures import Future, peek, when_all_done
 
 try:
     from opentelemetry import context as otel_context
@@ -134,20 +133,7 @@ class CallerSpan:
         except BaseException as error:
             self.end(error)
             raise
-        remaining = [len(futures)]
-        lock = threading.Lock()
-
-        def one_settled(_: Future) -> None:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
-            self.end(next((e for e in (peek(f)[1] for f in futures) if e is not None), None))
-
-        if not futures:
-            self.end()
-        for future in futures:
-            future.add_done_callback(one_settled)
+        when_all_done(futures, lambda: self.end(next((e for e in (peek(f)[1] for f in futures) if e is not None), None)))
         return futures
 
     def _settled(self, future: Future) -> None:

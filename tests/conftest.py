@@ -91,7 +91,8 @@ def ray_head():
     address, the env for its drivers, its metrics port); stopped by the pids it started. Its
     processes hand metrics to Ray's agent every second."""
     temp_dir = tempfile.mkdtemp(prefix="crl-", dir="/tmp")  # short: Ray's socket paths live under it
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+    inherited = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env = {**inherited, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_metrics_report_interval_ms": "1000", "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
     port = free_port()
     ports = {flag: free_port() for flag in (

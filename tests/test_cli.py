@@ -64,6 +64,23 @@ def wait_until(check, seconds: float) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.parametrize("argv", [["--address", "127.0.0.1:1", "ls"], ["ls", "--address", "127.0.0.1:1"],
+                                  ["--json", "stats", "x", "--address", "127.0.0.1:1"]])
+def test_the_address_counts_before_or_after_the_subcommand(argv, capsys):
+    from concurry_ray.cli import main
+
+    assert main(argv) == 3
+    assert "cannot reach a Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["rm"], ["ls", "--kind", "pool"], ["nope"], ["gc", "--timeout", "x"]])
+def test_bad_usage_exits_with_2(argv, capsys):
+    from concurry_ray.cli import main
+
+    assert main(argv) == 2
+    assert "usage: concurry-ray" in capsys.readouterr().err
+
+
 @pytest.mark.timeout(600)
 def test_an_operator_lists_inspects_and_cleans_a_cluster(ray_head):
     address, env, _ = ray_head

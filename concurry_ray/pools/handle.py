@@ -22,7 +22,7 @@ from .. import metrics, tracing
 from ..deadlines import expire_after
 from ..display import pool_html, pool_repr, read_stats
 from ..errors import ConfigError, PoolStoppedError, closest
-from ..futures import Future, as_future, chain, is_awaitable_result, settle
+from ..futures import Future, as_future, chain, is_awaitable_result, settle, when_all_done
 from ..methods import public_methods
 from ..modes import backend_class, membership_class
 from ..nested import collect_arguments, replace
@@ -196,14 +196,8 @@ class Pool:
         if not waiting:
             return self._dispatcher.dispatch(_substituted(call, by_id), priority)
         outer = Future()
-        remaining = [len(waiting)]
-        lock = threading.Lock()
 
-        def one_done(_: Any) -> None:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0]:
-                    return
+        def all_done() -> None:
             if any(f.cancelled() for _, f in waiting):
                 outer.cancel()
                 return
@@ -217,8 +211,7 @@ class Pool:
             except PoolStoppedError as exc:
                 settle(outer, error=exc)
 
-        for _, f in waiting:
-            f.add_done_callback(one_done)
+        when_all_done([f for _, f in waiting], all_done)
         return outer
 
     # ----- lifecycle ------------------------------------------------------------
