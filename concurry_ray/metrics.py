@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import weakref
+from concurrent.futures import CancelledError
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator
 
@@ -72,35 +73,48 @@ class _Recorder:
         self._counts: collections.Counter = collections.Counter()
         self._observed: dict[tuple, list] = collections.defaultdict(list)
         self._samplers: list[weakref.WeakMethod] = []
+        self._calls: collections.deque = collections.deque()  # (pool, method, outcome, seconds) per call
         self._meters: dict[str, Any] = {}
-        self._pid: int | None = None  # the process whose hand-over thread runs
+        self._started = False  # this process's hand-over thread runs
 
     def count(self, metric: str, tags: tuple, amount: float = 1) -> None:
         with self._lock:
             self._counts[(metric, tags)] += amount
-        self._running()
+        if not self._started:
+            self._start()
+
+    def call_settled(self, pool: str, method: str, outcome: str, seconds: float) -> None:
+        """One call's outcome and latency: appended without a lock (this runs once per call),
+        added up at the next hand-over."""
+        self._calls.append((pool, method, outcome, seconds))
+        if not self._started:
+            self._start()
 
     def observe(self, metric: str, tags: tuple, value: float) -> None:
         with self._lock:
             self._observed[(metric, tags)].append(value)
-        self._running()
+        if not self._started:
+            self._start()
 
     def sample_with(self, method: Callable[[], Iterable[Sample]]) -> None:
         """Call the bound ``method`` at every hand-over while its object lives; it returns gauge values."""
         with self._lock:
             self._samplers.append(weakref.WeakMethod(method))
-        self._running()
+        if not self._started:
+            self._start()
 
-    def _running(self) -> None:
-        """Start the hand-over thread of this process, once (a forked child starts its own)."""
-        if self._pid == os.getpid():
-            return
+    def _start(self) -> None:
+        """Start this process's hand-over thread, once."""
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
-            self._pid = os.getpid()
+            self._started = True
             threading.Thread(target=self._run, name="concurry-metrics", daemon=True).start()
         atexit.register(self._last_flush)  # after ray.init: it runs before Ray's own exit hook
+
+    def _forked(self) -> None:
+        """In a forked child: nothing recorded yet, no thread yet (the parent's did not come along)."""
+        self.__init__()
 
     def _run(self) -> None:
         while True:
@@ -114,6 +128,7 @@ class _Recorder:
 
     def flush(self) -> None:
         """Hand everything recorded since the last call to Ray, and sample the gauges."""
+        self._add_up_calls()
         with self._lock:
             counts, self._counts = self._counts, collections.Counter()
             observed, self._observed = self._observed, collections.defaultdict(list)
@@ -129,6 +144,14 @@ class _Recorder:
             method = sampler()
             for metric, tags, value in (method() if method is not None else ()):
                 self._meter(metric).set(value, self._tags(metric, tags))
+
+    def _add_up_calls(self) -> None:
+        calls = self._calls
+        with self._lock:
+            for _ in range(len(calls)):  # only what is there now: calls settling meanwhile wait for the next
+                pool, method, outcome, seconds = calls.popleft()
+                self._counts[("concurry_calls", (pool, method, outcome))] += 1
+                self._observed[("concurry_call_seconds", (pool, method))].append(seconds)
 
     def _meter(self, metric: str) -> Any:
         meter = self._meters.get(metric)
@@ -149,6 +172,7 @@ class _Recorder:
 
 
 RECORDER = _Recorder()
+os.register_at_fork(after_in_child=RECORDER._forked)
 
 
 class PoolMeter:
@@ -164,11 +188,12 @@ class PoolMeter:
     def watch(self, method: str, future: Future) -> None:
         """Count ``future``'s outcome and time when it settles."""
         started = time.monotonic()
-        future.add_done_callback(lambda done: self._settled(method, started, done))
+        pool = self.pool
 
-    def _settled(self, method: str, started: float, future: Future) -> None:
-        RECORDER.count("concurry_calls", (self.pool, method, outcome_of(future)))
-        RECORDER.observe("concurry_call_seconds", (self.pool, method), time.monotonic() - started)
+        def settled(done: Future) -> None:
+            RECORDER.call_settled(pool, method, outcome_of(done), time.monotonic() - started)
+
+        future.add_done_callback(settled)
 
     def sample(self) -> list[Sample]:
         """The pool's gauges now (all zero once stopped); restarts since the last sample are counted."""
@@ -187,11 +212,11 @@ class PoolMeter:
 
 def outcome_of(future: Future) -> str:
     """One of OUTCOMES for a settled future."""
-    if future.cancelled():
-        return "cancelled"
-    _, error = peek(future)
+    error = peek(future)[1]
     if error is None:
         return "ok"
+    if isinstance(error, CancelledError):
+        return "cancelled"
     if isinstance(error, CallTimeoutError):
         return "timeout"
     return "crashed" if isinstance(error, WorkerCrashedError) else "error"

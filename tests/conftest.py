@@ -79,9 +79,20 @@ class Head(NamedTuple):
 
 def free_port() -> int:
     """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports free on loopback right now (held open together while chosen,
+    so that no two are the same)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture
@@ -94,12 +105,11 @@ def ray_head():
     inherited = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env = {**inherited, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_metrics_report_interval_ms": "1000", "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    port = free_port()
-    ports = {flag: free_port() for flag in (
-        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-        "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-        "--dashboard-port",
-    )}
+    flags = ("--port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
+             "--dashboard-port")
+    ports = dict(zip(flags, free_ports(len(flags))))
+    port = ports.pop("--port")
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                f"--port={port}", "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}",
                "--disable-usage-stats", *(f"{flag}={value}" for flag, value in ports.items())]

@@ -14,14 +14,13 @@ import importlib.metadata
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from conftest import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"
@@ -45,15 +44,6 @@ echo "$*" >> "$FAKE_RAY_LOG"
 """
 
 needs_ray_cli = pytest.mark.skipif(not (BIN / "ray").exists(), reason="the ray CLI is not next to this python")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all bound at once, so none repeats)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def run(script: str, env: dict, timeout: float, *args: str) -> subprocess.CompletedProcess:

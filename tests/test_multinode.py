@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop_processes_of
+from conftest import free_ports, stop_processes_of
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -36,7 +36,7 @@ SERVED_WITHIN = 30.0
 def _node_args(**extra) -> dict:
     """Ports of a node's own agents, so this cluster never meets the test session's runtime."""
     ports = ("dashboard_agent_listen_port", "metrics_export_port", "runtime_env_agent_port")
-    return {"num_cpus": 1, **{name: free_port() for name in ports}, **extra}
+    return {"num_cpus": 1, **dict(zip(ports, free_ports(len(ports)))), **extra}
 
 
 def _settled_within(futures: list, seconds: float) -> bool:

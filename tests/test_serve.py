@@ -7,11 +7,10 @@ the driver's pool, and the pool's stats (kept by its balancer actor) count those
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import pytest
-from conftest import RAY_ACTOR, wait_for
+from conftest import RAY_ACTOR, free_port, wait_for
 from workers import Leaf
 
 serve = pytest.importorskip("ray.serve")
@@ -29,12 +28,6 @@ class Doubler:
     def __call__(self, request) -> dict:
         x = int(request.query_params["x"])
         return {"x": x, "doubled": self.pool.work(x).result(timeout=30)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
