@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import os
 import sys
 import threading
@@ -39,6 +40,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import CallTimeoutError, WorkerCrashedError
 from .futures import Future, peek
+
+log = logging.getLogger("concurry_ray")
 
 PERIOD = 1.0  # seconds between two hand-overs to Ray
 LATENCY_BOUNDARIES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300]
@@ -120,7 +123,10 @@ class _Recorder:
         while True:
             time.sleep(PERIOD)
             if active():
-                self.flush()
+                try:
+                    self.flush()
+                except Exception as exc:  # Ray shutting down, say: the next hand-over tries again
+                    log.debug("concurry_ray: could not hand metrics to Ray: %s", exc)
 
     def _last_flush(self) -> None:
         if active():

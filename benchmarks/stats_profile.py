@@ -1,0 +1,62 @@
+"""Where get_pool_stats() spends its time at 2, 8 and 32 Ray workers (median ms of 30 reads each).
+
+    python benchmarks/stats_profile.py
+
+Rows: one trivial call to the pool's balancer (a round trip), the balancer's stats (which asks every
+worker for its counts), the same fan-out to the workers made from the driver, and the whole read.
+Starts a local Ray runtime (2 CPUs, no dashboard) and stops every pool it makes.
+"""
+import statistics
+import time
+
+import bench_env  # this folder is the script's own, first on sys.path
+
+bench_env.prepare()  # before the worker module is imported
+
+import ray  # noqa: E402
+from scale_workers import Echo  # noqa: E402
+
+from concurry_ray.ray.named_pools import find_balancer  # noqa: E402
+
+SIZES = (2, 8, 32)
+
+def median_ms(fn, reads: int = 30) -> float:
+    """Median milliseconds of ``fn()`` over ``reads`` calls, 20 ms apart."""
+    times = []
+    for _ in range(reads):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1e3)
+        time.sleep(0.02)
+    return statistics.median(times)
+
+
+def main() -> None:
+    with bench_env.ray_runtime():
+        for size in SIZES:
+            profile(size)
+
+
+def profile(size: int) -> None:
+    """Print the four rows for a pool of ``size`` workers."""
+    pool = Echo.options(mode="ray", name=f"stats-profile-{size}", max_workers=size,
+                        actor_options={"num_cpus": 0.01}).init()
+    try:
+        pool.echo(1).result(timeout=120)
+        balancer = find_balancer(f"stats-profile-{size}")
+        _, members = ray.get(balancer.members.remote(), timeout=120)
+        workers = list(members.values())
+        rows = {
+            "balancer.about() (one round trip)": lambda: ray.get(balancer.about.remote(), timeout=60),
+            "balancer.stats() (asks every worker)": lambda: ray.get(balancer.stats.remote(), timeout=60),
+            "driver asks every worker's counts": lambda: ray.get([w.__concurry_counts__.remote() for w in workers], timeout=60),
+            "get_pool_stats()": pool.get_pool_stats,
+        }
+        for row, read in rows.items():
+            print(f"{size:>3} workers  {row:<40} {median_ms(read):7.2f} ms", flush=True)
+    finally:
+        pool.stop(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
