@@ -83,31 +83,29 @@ class _Recorder:
     def count(self, metric: str, tags: tuple, amount: float = 1) -> None:
         with self._lock:
             self._counts[(metric, tags)] += amount
-        if not self._started:
-            self._start()
+        self._start()
 
     def call_settled(self, pool: str, method: str, outcome: str, seconds: float) -> None:
         """One call's outcome and latency: appended without a lock (this runs once per call),
         added up at the next hand-over."""
         self._calls.append((pool, method, outcome, seconds))
-        if not self._started:
-            self._start()
+        self._start()
 
     def observe(self, metric: str, tags: tuple, value: float) -> None:
         with self._lock:
             self._observed[(metric, tags)].append(value)
-        if not self._started:
-            self._start()
+        self._start()
 
     def sample_with(self, method: Callable[[], Iterable[Sample]]) -> None:
         """Call the bound ``method`` at every hand-over while its object lives; it returns gauge values."""
         with self._lock:
             self._samplers.append(weakref.WeakMethod(method))
-        if not self._started:
-            self._start()
+        self._start()
 
     def _start(self) -> None:
-        """Start this process's hand-over thread, once."""
+        """Start this process's hand-over thread, once (after that, one attribute read)."""
+        if self._started:
+            return
         with self._lock:
             if self._started:
                 return
