@@ -2,8 +2,8 @@
 
     python benchmarks/stats_profile.py
 
-Rows: one trivial call to the pool's balancer (a round trip), the balancer's stats (which asks every
-worker for its counts), the same fan-out to the workers made from the driver, and the whole read.
+Rows: one trivial call to the pool's balancer (a round trip), the balancer's stats (from the counts
+the handles report and the workers send; no worker is asked), and the whole read.
 Starts a local Ray runtime (2 CPUs, no dashboard) and stops every pool it makes.
 """
 import statistics
@@ -38,18 +38,15 @@ def main() -> None:
 
 
 def profile(size: int) -> None:
-    """Print the four rows for a pool of ``size`` workers."""
+    """Print the three rows for a pool of ``size`` workers."""
     pool = Echo.options(mode="ray", name=f"stats-profile-{size}", max_workers=size,
                         actor_options={"num_cpus": 0.01}).init()
     try:
         pool.echo(1).result(timeout=120)
         balancer = find_balancer(f"stats-profile-{size}")
-        _, members = ray.get(balancer.members.remote(), timeout=120)
-        workers = list(members.values())
         rows = {
             "balancer.about() (one round trip)": lambda: ray.get(balancer.about.remote(), timeout=60),
-            "balancer.stats() (asks every worker)": lambda: ray.get(balancer.stats.remote(), timeout=60),
-            "driver asks every worker's counts": lambda: ray.get([w.__concurry_counts__.remote() for w in workers], timeout=60),
+            "balancer.stats()": lambda: ray.get(balancer.stats.remote(), timeout=60),
             "get_pool_stats()": pool.get_pool_stats,
         }
         for row, read in rows.items():

@@ -28,6 +28,7 @@ from ..host import Host, init_failure, portable_error
 from ..methods import has_async_methods, public_methods
 from ..nested import collect, replace
 from ..protocol import Call, WorkerSpec
+from .counts import CountsPusher
 from .naming import NAMESPACE
 
 _ACTOR_CLASSES: dict[type, Any] = {}
@@ -46,6 +47,7 @@ class _HostActorBase:
         self._host: Optional[Host] = None
         self._finished = [0, 0]  # calls completed, calls failed: counted here, before the reply leaves
         self._count_lock = threading.Lock()  # sync calls finish on one thread, async ones on the loop
+        self._pusher: Optional[CountsPusher] = None  # set for a worker of a pool (not a single worker)
         try:
             self._host = Host(spec, loop=_running_loop())
         except WorkerInitError as exc:
@@ -65,16 +67,27 @@ class _HostActorBase:
     def __concurry_counts__(self) -> tuple[int, int, int]:
         return self._counts()
 
+    @ray.method(concurrency_group="control")
+    def __concurry_report_to__(self, balancer: Any, index: int, token: str) -> None:
+        self._report_to(balancer, index, token)
+
+    def _report_to(self, balancer: Any, index: int, token: str) -> None:
+        """From now on send this worker's counts to its pool's ``balancer`` (starting now)."""
+        self._pusher = CountsPusher(balancer, index, token, self._counts)
+        self._pusher.send_now()
+
     def _count(self, outcome: int) -> None:
         """Count one finished call: ``outcome`` 0 for completed, 1 for failed."""
         with self._count_lock:
             self._finished[outcome] += 1
+        if self._pusher is not None:
+            self._pusher.changed()
 
     def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
 
     def _counts(self) -> tuple[int, int, int]:
-        """Calls completed, calls failed, and retries made: what the balancer's stats ask every worker."""
+        """Calls completed, calls failed, and retries made: what the pool's balancer is sent (and asks)."""
         return self._finished[0], self._finished[1], self._retry_count()
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
@@ -126,6 +139,9 @@ class _AsyncHostActorBase(_HostActorBase):
 
     async def __concurry_counts__(self) -> tuple[int, int, int]:  # on the loop: answers while sync calls run
         return self._counts()
+
+    async def __concurry_report_to__(self, balancer: Any, index: int, token: str) -> None:
+        self._report_to(balancer, index, token)
 
     async def __concurry_batch__(self, ticket: tuple, calls: list) -> list:
         """Run several sync calls in order on the sync thread, in the sender's turn (see the base class)."""

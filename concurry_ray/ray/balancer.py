@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from typing import Any, Optional
 
@@ -27,6 +28,7 @@ import ray
 from ..errors import ConfigError
 from ..protocol import WorkerSpec
 from .actor import start_actor
+from .counts import HOT_SECONDS
 from .naming import NAMESPACE, balancer_name, pool_name, worker_name
 from .outcomes import unwrap_ray_error
 
@@ -37,7 +39,7 @@ class InitFailed(Exception):
 Counters = tuple[int, int, int, int]  # dispatched, in_flight, completed, failed
 LOOKUP_TIMEOUT = 60.0
 COUNTS_TIMEOUT = 5.0
-"""How long stats wait for a worker's own counts (a busy plain actor answers on its control thread)."""
+"""How long stats wait for a busy worker's own counts (a plain actor answers on its control thread)."""
 
 
 class PoolBalancer:
@@ -55,6 +57,8 @@ class PoolBalancer:
         self._failed: dict[int, Any] = {}  # index -> why its last replacement could not be built
         self._members: dict[int, Any] = {}
         self._restarts: dict[int, int] = {}
+        self._tokens: dict[int, str] = {}  # index -> the token its current worker sends its counts with
+        self._counted: dict[int, tuple[tuple[int, int, int], float]] = {}  # index -> its worker's counts, when they came
         self._next_index = 0
         self._version = uuid.uuid4().int >> 80  # differs between incarnations, so handles notice a restart
         self._reports: dict[str, dict[int, Counters]] = {}
@@ -77,6 +81,11 @@ class PoolBalancer:
             if isinstance(failure, BaseException):
                 failure = (f"a worker of the pool could not start: {unwrap(failure)}", unwrap(failure))
             raise InitFailed(failure)
+        me = ray.get_runtime_context().current_actor
+        for index, actor in actors.items():
+            self._tokens[index] = uuid.uuid4().hex
+            self._counted.pop(index, None)
+            actor.__concurry_report_to__.remote(me, index, self._tokens[index])
         return actors
 
     def _current(self) -> tuple[int, dict[int, Any]]:
@@ -149,6 +158,8 @@ class PoolBalancer:
         """Remove workers from the pool; each exits after the calls already sent to it."""
         for index in indexes:
             actor = self._members.pop(index, None)
+            self._tokens.pop(index, None)
+            self._counted.pop(index, None)
             if actor is not None:
                 actor.__ray_terminate__.remote()
         self._version += 1
@@ -184,12 +195,17 @@ class PoolBalancer:
                     totals[index] = [a + b for a, b in zip(totals[index], values)]
         return totals
 
+    def worker_counts(self, index: int, token: str, counts: tuple[int, int, int]) -> None:
+        """A worker's own counts (calls completed and failed, retries), sent as they change."""
+        if self._tokens.get(index) == token:
+            self._counted[index] = (counts, time.monotonic())
+
     async def stats(self, report: Optional[tuple[str, dict[int, Counters], int]] = None) -> dict:
         """Aggregated figures of every handle: dispatched calls and per-worker health.
 
         ``report`` is the asking handle's report (handle id, counters, dispatched), stored
         first, so one round trip brings the figures up to date. Completed and failed calls,
-        and retries, are counted by the workers themselves (asked now, all at once), so a
+        and retries, are also counted by the workers themselves (see ``counts.py``), so a
         call whose result was delivered is counted even before its handle reported it.
         """
         if report is not None:
@@ -215,12 +231,19 @@ class PoolBalancer:
         return {"total_dispatched": reported_total + extra, "workers": workers, "handles": handles}
 
     async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int, int]]:
-        """Each live worker's own count of calls completed and failed, and of retries (a worker that
-        does not answer is left out)."""
-        asked = {i: self._members[i].__concurry_counts__.remote() for i in indexes if i in self._members}
+        """Each worker's own counts of calls completed and failed, and of retries: those it sent,
+        unless it sent some in the last HOT_SECONDS (then it is asked now, as more may be on
+        their way). A worker that does not answer is left out."""
+        now, counts = time.monotonic(), {}
+        for index in indexes:
+            sent = self._counted.get(index)
+            if sent is not None and now - sent[1] > HOT_SECONDS:
+                counts[index] = sent[0]
+        asked = {i: self._members[i].__concurry_counts__.remote() for i in indexes if i not in counts and i in self._members}
         answers = await asyncio.gather(*(asyncio.wait_for(ref, COUNTS_TIMEOUT) for ref in asked.values()),
                                        return_exceptions=True)
-        return {i: tuple(a) for i, a in zip(asked, answers) if not isinstance(a, BaseException)}
+        counts.update({i: tuple(a) for i, a in zip(asked, answers) if not isinstance(a, BaseException)})
+        return counts
 
     async def drain(self, timeout: float) -> int:
         """Retire every worker (each exits after the calls already sent to it); kill those still
