@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +11,9 @@ from conftest import POOL_MODES, wait_for
 from test_limits_pool import Limited
 from workers import Counter
 
-from concurry_ray import ConfigError, ResourceLimit, gather
-from concurry_ray.pools.autoscale import Step, plan
+from concurry_ray import ConfigError, ResourceLimit, gather, get_pool, remove_pool
+from concurry_ray.pools.autoscale import ScalingState, Step, plan
+from concurry_ray.ray.scaling import RETIRE_GRACE_SECONDS
 
 ELASTIC = {"max_workers": 3, "min_workers": 1, "idle_timeout": 0.5}
 
@@ -83,6 +85,54 @@ def test_a_ray_worker_that_cannot_be_placed_does_not_hold_up_the_others(mode_opt
         assert pool.get_pool_stats()["total_workers"] == 2
     finally:
         pool.stop(timeout=10)
+
+
+def test_a_detached_elastic_pool_keeps_scaling_after_its_creator_detached(mode_opts):
+    name = f"elastic-detached-{uuid.uuid4().hex[:6]}"
+    creator = Counter.options(**mode_opts("ray", name=name, lifetime="detached", **ELASTIC)).init()
+    try:
+        creator.stop()  # detaches this handle only: nobody manages the pool from here on
+        pool = get_pool(name)
+        calls = [pool.sleep(0.4) for _ in range(9)]
+        sizes = sizes_while(pool, calls)
+        assert gather(calls, timeout=60) == [0.4] * 9
+        assert max(sizes) == 3
+        wait_for(lambda: pool.get_pool_stats()["total_workers"] == 1, 20)
+        stats = pool.get_pool_stats()
+        assert (stats["min_workers"], stats["scaled_up"], stats["scaled_down"]) == (1, 2, 2)
+        pool.stop()
+    finally:
+        remove_pool(name)
+
+
+def test_a_handle_idle_while_its_ray_pool_shrank_loses_no_call(mode_opts):
+    name = f"elastic-idle-{uuid.uuid4().hex[:6]}"
+    pool = Counter.options(**mode_opts("ray", name=name, **ELASTIC)).init()
+    observer = get_pool(name)
+    try:
+        calls = [pool.sleep(0.4) for _ in range(9)]
+        assert max(sizes_while(observer, calls)) == 3
+        gather(calls, timeout=60)
+        # Only the observer reads the pool: the handle that made the calls sits idle with its old
+        # view of three workers, two of which retire and then end.
+        wait_for(lambda: observer.get_pool_stats()["total_workers"] == 1, 20)
+        time.sleep(RETIRE_GRACE_SECONDS + 1)
+        assert gather([pool.echo(i) for i in range(30)], timeout=60) == list(range(30))
+        assert pool.get_pool_stats()["total_workers"] == 1
+    finally:
+        observer.stop()
+        pool.stop()
+
+
+def test_scaling_state_counts_a_worker_idle_from_its_last_call():
+    state = ScalingState(SimpleNamespace(pool_size=4, min_workers=1, idle_timeout=1.0))
+    assert state.idle_times({0: (0, 0), 1: (1, 3)}) == pytest.approx({0: 0.0, 1: 0.0}, abs=0.05)
+    time.sleep(0.2)
+    idle = state.idle_times({0: (0, 0), 1: (0, 4), 2: (0, 0)})  # 1 got a call, 2 is new
+    assert idle[0] == pytest.approx(0.2, abs=0.1) and idle[1] < 0.05 and idle[2] < 0.05
+    time.sleep(0.2)
+    idle = state.idle_times({0: (0, 0), 2: (0, 0)})  # 1 left the pool
+    assert sorted(idle) == [0, 2] and idle[0] == pytest.approx(0.4, abs=0.1) and idle[2] == pytest.approx(0.2, abs=0.1)
 
 
 OPTIONS = SimpleNamespace(pool_size=4, min_workers=1, idle_timeout=1.0)

@@ -12,9 +12,9 @@ thread on the handle that manages the pool looks every ``TICK_SECONDS``:
   idle first), down to ``min_workers``. A retired worker finishes what it has.
 
 The decision is :func:`plan`, a pure function; the thread only reads the figures
-and applies it through the Dispatcher and the membership, as a resize does. In Ray
-mode the figures include the load other handles report, and the handle that
-created the pool does the scaling.
+and applies it through the Dispatcher and the membership, as a resize does. A Ray
+pool is scaled by its balancer actor instead, from what every handle reports
+(see ``concurry_ray.ray.balancer``), with the same :class:`ScalingState`.
 """
 
 from __future__ import annotations
@@ -58,19 +58,49 @@ def plan(
     return Step(0, idle[: max(0, spare)])
 
 
+class ScalingState:
+    """A pool's scaling figures (workers being started, added and retired) and the next step.
+
+    For a pool scaled from load reports (Ray), :meth:`idle_times` also keeps when each
+    worker was last busy.
+    """
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.starting = 0
+        self.scaled_up = 0
+        self.scaled_down = 0
+        self._seen: dict[int, tuple[int, float]] = {}  # per worker: calls sent to it, and when it was last busy
+
+    def step(self, idle_for: dict[int, float], waiting: int, limits_waiting: Optional[bool]) -> Step:
+        """The :func:`plan` for workers idle ``idle_for`` seconds, given the workers being started."""
+        return plan(idle_for, self.starting, waiting, limits_waiting, self.options)
+
+    def idle_times(self, loads: dict[int, tuple[int, int]]) -> dict[int, float]:
+        """Per worker, seconds since it was last busy, from ``loads`` (index -> calls in flight,
+        calls sent), read every tick: a worker is busy while it has calls in flight or gets new ones."""
+        now = time.monotonic()
+        seen = {}
+        for index, (in_flight, sent) in loads.items():
+            last = self._seen.get(index)
+            seen[index] = (sent, now) if in_flight or last is None or last[0] != sent else last
+        self._seen = seen
+        return {index: now - last_busy for index, (_, last_busy) in seen.items()}
+
+    def stats(self) -> dict:
+        """The scaling figures ``get_pool_stats()`` reports."""
+        return {"min_workers": self.options.min_workers, "scaled_up": self.scaled_up, "scaled_down": self.scaled_down}
+
+
 class Autoscaler:
-    """A daemon thread that applies :func:`plan` to a pool until it stops."""
+    """A daemon thread that applies :func:`plan` to a thread or process pool until it stops."""
 
     def __init__(self, dispatcher: Dispatcher, members: Any, options: Any, limits: Any) -> None:
         self.dispatcher = dispatcher
         self.members = members
-        self.options = options
         self.limits = limits
-        self.scaled_up = 0
-        self.scaled_down = 0
-        self._starting = 0  # workers being started now
-        self._lock = threading.Lock()
-        self._others_seen: dict[int, tuple[int, float]] = {}  # per worker: other handles' total calls, and when it last changed
+        self.state = ScalingState(options)
+        self._lock = threading.Lock()  # guards the state's figures, changed by the threads that add workers
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="concurry-autoscale", daemon=True)
         self._thread.start()
@@ -85,22 +115,24 @@ class Autoscaler:
 
     def _tick(self) -> None:
         waiting = self.dispatcher.queued()
-        limits_waiting = self._limits_waiting() if waiting else None
-        step = plan(self._idle_times(), self._starting, waiting, limits_waiting, self.options)
+        limits_waiting = limits_wait(self.limits) if waiting else None
+        with self._lock:
+            step = self.state.step(self.dispatcher.idle_times(), waiting, limits_waiting)
         if self._stopped.is_set():
             return
         for _ in range(step.grow):
             self._add_worker()
         if step.retire:
             retired = self.dispatcher.retire(step.retire)
-            self.scaled_down += len(retired)
+            with self._lock:
+                self.state.scaled_down += len(retired)
             self.members.retire(retired)
 
     def _add_worker(self) -> None:
-        """Start one worker in a thread of its own, so that one the cluster cannot place yet
-        holds up neither the calls (they go to the others) nor the next workers."""
+        """Start one worker in a thread of its own, so that a slow one holds up neither the calls
+        (they go to the others) nor the next workers."""
         with self._lock:
-            self._starting += 1
+            self.state.starting += 1
         threading.Thread(target=self._start_one, name="concurry-autoscale-add", daemon=True).start()
 
     def _start_one(self) -> None:
@@ -108,36 +140,25 @@ class Autoscaler:
             if not self._stopped.is_set():
                 self.dispatcher.install_all(self.members.start(1))
                 with self._lock:
-                    self.scaled_up += 1
-        except BaseException as exc:  # SystemExit too: Ray ends a call still waiting when it shuts down
+                    self.state.scaled_up += 1
+        except BaseException as exc:  # SystemExit too: a worker process may end while it starts
             if not self._stopped.is_set():
                 log.warning("concurry_ray: %s could not add a worker: %r", self.members.blueprint.label, exc)
         finally:
             with self._lock:
-                self._starting -= 1
-
-    def _idle_times(self) -> dict[int, float]:
-        """This handle's idle times, shortened to the time since other handles last used each worker (Ray)."""
-        idle_for, now = self.dispatcher.idle_times(), time.monotonic()
-        for index, (in_flight, total) in self.members.others_load().items():
-            if in_flight or total != self._others_seen.get(index, (total, now))[0]:
-                self._others_seen[index] = (total, now)
-            else:
-                self._others_seen.setdefault(index, (total, now))
-            if index in idle_for:
-                idle_for[index] = min(idle_for[index], now - self._others_seen[index][1])
-        return idle_for
-
-    def _limits_waiting(self) -> Optional[bool]:
-        """Whether calls of this pool wait on its limits (then more workers would not help); None without limits."""
-        if self.limits is None:
-            return None
-        return self.limits.get_stats().get("waiting", 0) > 0
+                self.state.starting -= 1
 
     def stats(self) -> dict:
         """The scaling figures ``get_pool_stats()`` reports."""
-        return {"min_workers": self.options.min_workers, "scaled_up": self.scaled_up, "scaled_down": self.scaled_down}
+        return self.state.stats()
 
     def stop(self) -> None:
         """Stop scaling (the pool is stopping)."""
         self._stopped.set()
+
+
+def limits_wait(limits: Any) -> Optional[bool]:
+    """Whether calls wait on ``limits`` now (then more workers would not help); None without limits."""
+    if limits is None:
+        return None
+    return limits.get_stats().get("waiting", 0) > 0

@@ -44,6 +44,12 @@ class Listener(Protocol):
     def touched(self) -> None:
         """Calls were dispatched or finished."""
 
+    def before_dispatch(self) -> None:
+        """A call is about to be dispatched (the lock is not held): bring the members up to date if need be."""
+
+    def call_parked(self) -> None:
+        """A call was parked: no worker has room for it."""
+
     def others_load(self) -> dict[int, tuple[int, int]]:
         """In-flight and total calls that other handles sent to each worker."""
 
@@ -55,6 +61,12 @@ class Alone:
         fail_unstarted(unstarted, error)
 
     def touched(self) -> None:
+        pass
+
+    def before_dispatch(self) -> None:
+        pass
+
+    def call_parked(self) -> None:
         pass
 
     def others_load(self) -> dict[int, tuple[int, int]]:
@@ -142,6 +154,7 @@ class Dispatcher:
         self._on_demand: set = set()
         self._reaper = _Reaper(self._reaped)
         self._unserved: Optional[BaseException] = None  # why calls fail at once: no worker is left, none can be built
+        self._held = False  # calls park until resume(): the membership is bringing the members up to date
         # An elastic pool keeps calls in its own queue while its workers are busy: they wait there for
         # the workers it adds, and their number tells it to grow.
         self._queue_limit = options.max_queued_tasks or (1 if options.elastic else None)
@@ -242,6 +255,7 @@ class Dispatcher:
     # ----- calls --------------------------------------------------------------
     def dispatch(self, call: Call, priority: int = 0) -> Future:
         """Send a call now or park it; re-send it elsewhere after a crash when retry_on allows."""
+        self._listener.before_dispatch()
         future = self._dispatch_once(call, priority)
         retries = self._crash_budget.get(call.method, 0)
         return follow_crashes(future, lambda: self._redispatch(call, priority), retries) if retries else future
@@ -262,6 +276,7 @@ class Dispatcher:
             elif future is None:
                 future = Future()
                 heapq.heappush(self._parked, _Parked((-priority, next(self._seq)), call, future))
+                self._listener.call_parked()
                 # A call may have finished (without the lock) since _try_send looked.
                 self.release_parked()
             return future
@@ -283,8 +298,20 @@ class Dispatcher:
                 except Exception as exc:
                     settle(future, error=exc)
 
+    def hold(self) -> None:
+        """Park calls from now on, until :meth:`resume` (the members may be out of date)."""
+        self._held = True
+
+    def resume(self) -> None:
+        """Send calls to workers again, the parked ones first."""
+        with self._lock:
+            self._held = False
+            self.release_parked()
+
     def _try_send(self, call: Call) -> Optional[Future]:
         """Send a call to a worker now if one has room, else None (lock held)."""
+        if self._held:
+            return None
         if self._options.on_demand:
             cap = self._options.worker_cap
             if cap and len(self._on_demand) >= cap:

@@ -144,7 +144,7 @@ class Pool:
         return metrics.PoolMeter(self._options.name or self._cls.__name__, self._dispatcher.load)
 
     def _start_autoscaler(self, limits: Any) -> Optional[Autoscaler]:
-        if not self._options.elastic or not self._members.manages_pool:
+        if not self._options.elastic or not self._members.manages_pool or self._members.scales_itself:
             return None
         return Autoscaler(self._dispatcher, self._members, self._options, limits)
 

@@ -56,6 +56,7 @@ class LocalMembership:
     """Workers spawned and replaced by the pool handle itself."""
 
     stops_when_collected = True  # the handle is the only way to the workers: collecting it stops them
+    scales_itself = False  # an elastic pool is scaled by an Autoscaler thread on the handle that manages it
 
     def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Any = None) -> None:
         self.blueprint = blueprint
@@ -133,6 +134,12 @@ class LocalMembership:
 
     def touched(self) -> None:
         """Called after every dispatch and completion (the Ray membership reports them)."""
+
+    def before_dispatch(self) -> None:
+        """Called before every dispatch: the members here are always current."""
+
+    def call_parked(self) -> None:
+        """Called when a call waits in the pool's queue (the Autoscaler reads the queue itself)."""
 
     def others_load(self) -> dict[int, tuple[int, int]]:
         """In-flight and total calls other handles sent to each worker (none for local pools)."""

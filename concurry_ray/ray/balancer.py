@@ -6,8 +6,9 @@ balancer is not on that path: handles report their counters to it in batches,
 and get back the loads other handles put on each worker, the membership version,
 and (on request) the members themselves; a copy that goes idle or stops leaves,
 and the balancer keeps what it counted. It creates, replaces and retires the
-worker actors, so all handles agree on who the workers are; since it owns them,
-they die with it, and it dies with the driver that created the pool.
+worker actors, so all handles agree on who the workers are, and it scales an
+elastic pool (see ``scaling.py``); since it owns the workers, they die with it,
+and it dies with the driver that created the pool (unless the pool is detached).
 
 If its process dies, Ray restarts it (``max_restarts=-1``): the restarted
 balancer starts the pool's first workers again on its first call, and every
@@ -26,11 +27,13 @@ from typing import Any, Optional
 import ray
 
 from ..errors import ConfigError
+from ..pools.autoscale import TICK_SECONDS
 from ..protocol import WorkerSpec
 from .actor import start_actor
 from .counts import HOT_SECONDS
 from .naming import NAMESPACE, balancer_name, pool_name, worker_name
 from .outcomes import unwrap_ray_error
+from .scaling import RETIRE_GRACE_SECONDS, BalancerScaler
 
 class InitFailed(Exception):
     """A worker constructor failed; args[0] is (message, cause) for rebuild_init_error."""
@@ -38,6 +41,8 @@ class InitFailed(Exception):
 
 Counters = tuple[int, int, int, int]  # dispatched, in_flight, completed, failed
 LOOKUP_TIMEOUT = 60.0
+RETIRE_WAIT_SECONDS = 60.0
+"""How long a retired worker waits, after its grace, for the calls handles report in flight on it."""
 COUNTS_TIMEOUT = 5.0
 """How long stats wait for a busy worker's own counts (a plain actor answers on its control thread)."""
 
@@ -65,6 +70,10 @@ class PoolBalancer:
         self._dispatched: dict[str, int] = {}
         self._departed: dict[int, Counters] = {}  # what handles that left counted, per worker
         self._departed_dispatched = 0
+        self._queued: dict[str, int] = {}  # per handle: calls waiting in it for a worker
+        self._retiring: dict[int, Any] = {}  # index -> a retired worker that has not ended yet
+        options = template.options
+        self._scaler = BalancerScaler(self, options, template.extras.get("limits")) if options.elastic else None
 
     def _spec(self, index: int) -> WorkerSpec:
         return dataclasses.replace(self._template, label=f"{self._template.label}#{index} (ray)")
@@ -73,11 +82,17 @@ class PoolBalancer:
         """Start actors and wait until built; raise InitFailed carrying the constructor's error."""
         pool = self._about["pool"]
         actors = {i: start_actor(spec, self._actor_options, worker_name(pool, i)) for i, spec in specs.items()}
-        outcomes = await asyncio.gather(*(a.__concurry_ready__.remote() for a in actors.values()), return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(*(a.__concurry_ready__.remote() for a in actors.values()),
+                                            return_exceptions=True)
+        except asyncio.CancelledError:  # the pool is ending while they start (or wait for room)
+            outcomes = [asyncio.CancelledError()]
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
             for actor in actors.values():
                 ray.kill(actor, no_restart=True)
+            if isinstance(failure, asyncio.CancelledError):
+                raise failure
             if isinstance(failure, BaseException):
                 failure = (f"a worker of the pool could not start: {unwrap(failure)}", unwrap(failure))
             raise InitFailed(failure)
@@ -92,7 +107,10 @@ class PoolBalancer:
         return self._version, dict(self._members)
 
     async def _rebuilt(self) -> None:
-        """After a restart, start the pool's first workers again (once; every call waits for it)."""
+        """After a restart, start the pool's first workers again (once; every call waits for it);
+        and, for an elastic pool, start scaling."""
+        if self._scaler is not None:
+            self._scaler.start()
         if self._rebuild and self._rebuilding is None:
             self._rebuilding = asyncio.ensure_future(self.grow(self._rebuild))
         if self._rebuilding is not None:
@@ -115,6 +133,8 @@ class PoolBalancer:
 
     async def grow(self, count: int) -> tuple[int, dict[int, Any], Any]:
         """Start ``count`` more workers: (version, members, None), or (.., .., (message, cause)) if one failed."""
+        if self._scaler is not None:
+            self._scaler.start()
         indexes = range(self._next_index, self._next_index + count)
         self._next_index += count
         try:
@@ -155,33 +175,60 @@ class PoolBalancer:
         return (*self._current(), None)
 
     def retire(self, indexes: list[int]) -> int:
-        """Remove workers from the pool; each exits after the calls already sent to it."""
+        """Remove workers from the pool. Each ends ``RETIRE_GRACE_SECONDS`` later, once no handle
+        reports calls in flight on it (a handle may not know yet, and still send it calls), and
+        after the calls already sent to it."""
         for index in indexes:
-            actor = self._members.pop(index, None)
-            self._tokens.pop(index, None)
-            self._counted.pop(index, None)
+            actor = self._leave_members(index)
             if actor is not None:
-                actor.__ray_terminate__.remote()
+                self._retiring[index] = actor
+                asyncio.ensure_future(self._end_when_unused(index))
         self._version += 1
         return self._version
 
-    async def report(
-        self, handle_id: str, counters: dict[int, Counters], dispatched: int
-    ) -> tuple[int, dict[int, tuple[int, int]], int]:
-        """Store one handle's counters; return the version, every worker's in-flight and total
-        calls, and how many handles are joined (have reported and not left)."""
-        await self._rebuilt()
-        self._store(handle_id, counters, dispatched)
-        return self._version, {i: (s[1], s[0]) for i, s in self._totals().items()}, len(self._reports)
+    def _leave_members(self, index: int) -> Any:
+        self._tokens.pop(index, None)
+        self._counted.pop(index, None)
+        return self._members.pop(index, None)
 
-    def _store(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> None:
+    async def _end_when_unused(self, index: int) -> None:
+        await asyncio.sleep(RETIRE_GRACE_SECONDS)
+        for _ in range(int(RETIRE_WAIT_SECONDS / TICK_SECONDS)):
+            if not any(counters.get(index, (0, 0))[1] for counters in self._reports.values()):
+                break
+            await asyncio.sleep(TICK_SECONDS)
+        actor = self._retiring.pop(index, None)
+        if actor is not None:  # else the pool was drained or shut down meanwhile
+            actor.__ray_terminate__.remote()
+
+    def waiting(self) -> int:
+        """Calls waiting in the handles for a worker, as last reported."""
+        return sum(self._queued.values())
+
+    def loads(self) -> dict[int, tuple[int, int]]:
+        """Per worker, the calls in flight and the calls sent, from every handle."""
+        return {i: (s[1], s[0]) for i, s in self._totals().items()}
+
+    async def report(
+        self, handle_id: str, counters: dict[int, Counters], dispatched: int, queued: int = 0
+    ) -> tuple[int, dict[int, tuple[int, int]], int]:
+        """Store one handle's counters and the calls waiting in it for a worker; return the
+        version, every worker's in-flight and total calls, and how many handles are joined
+        (have reported and not left)."""
+        await self._rebuilt()
+        self._store(handle_id, counters, dispatched, queued)
+        return self._version, self.loads(), len(self._reports)
+
+    def _store(self, handle_id: str, counters: dict[int, Counters], dispatched: int, queued: int = 0) -> None:
         self._reports[handle_id] = counters
         self._dispatched[handle_id] = dispatched
+        self._queued[handle_id] = queued
 
     def leave(self, handle_id: str, counters: dict[int, Counters], dispatched: int) -> None:
         """A handle stopped, or has had nothing in flight for a while: keep what it counted, forget it."""
         self._reports.pop(handle_id, None)
         self._dispatched.pop(handle_id, None)
+        self._queued.pop(handle_id, None)
         self._departed_dispatched += dispatched
         for index, (sent, _, completed, failed) in counters.items():
             past = self._departed.get(index, (0, 0, 0, 0))
@@ -200,10 +247,10 @@ class PoolBalancer:
         if self._tokens.get(index) == token:
             self._counted[index] = (counts, time.monotonic())
 
-    async def stats(self, report: Optional[tuple[str, dict[int, Counters], int]] = None) -> dict:
+    async def stats(self, report: Optional[tuple[str, dict[int, Counters], int, int]] = None) -> dict:
         """Aggregated figures of every handle: dispatched calls and per-worker health.
 
-        ``report`` is the asking handle's report (handle id, counters, dispatched), stored
+        ``report`` is the asking handle's report (handle id, counters, dispatched, queued), stored
         first, so one round trip brings the figures up to date. Completed and failed calls,
         and retries, are also counted by the workers themselves (see ``counts.py``), so a
         call whose result was delivered is counted even before its handle reported it.
@@ -228,7 +275,9 @@ class PoolBalancer:
                 "retries": done[2],
                 "dispatched": dispatched,
             }
-        return {"total_dispatched": reported_total + extra, "workers": workers, "handles": handles}
+        scaling = self._scaler.state.stats() if self._scaler is not None else {}
+        return {"total_dispatched": reported_total + extra, "workers": workers, "handles": handles,
+                "scaling": scaling, "version": self._version}
 
     async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int, int]]:
         """Each worker's own counts of calls completed and failed, and of retries: those it sent,
@@ -246,10 +295,11 @@ class PoolBalancer:
         return counts
 
     async def drain(self, timeout: float) -> int:
-        """Retire every worker (each exits after the calls already sent to it); kill those still
-        running after ``timeout`` seconds. Returns how many had to be killed."""
-        actors = list(self._members.values())
-        self.retire(list(self._members))
+        """Stop scaling and end every worker (each exits after the calls already sent to it);
+        kill those still running after ``timeout`` seconds. Returns how many had to be killed."""
+        actors = self._end_membership()
+        for actor in actors:
+            actor.__ray_terminate__.remote()
         exits = [asyncio.ensure_future(_exited(actor)) for actor in actors]
         if not exits:
             return 0
@@ -261,11 +311,18 @@ class PoolBalancer:
         return len(running)
 
     def shutdown(self) -> None:
-        """Kill every worker actor at once."""
-        for actor in self._members.values():
+        """Stop scaling and kill every worker actor at once."""
+        for actor in self._end_membership():
             ray.kill(actor, no_restart=True)
-        self._members.clear()
+
+    def _end_membership(self) -> list:
+        """Stop scaling; take every worker, retired ones too, out of the pool and return them."""
+        if self._scaler is not None:
+            self._scaler.stop()
+        actors = [self._leave_members(index) for index in list(self._members)] + list(self._retiring.values())
+        self._retiring.clear()
         self._version += 1
+        return actors
 
 
 RemotePoolBalancer = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(PoolBalancer)

@@ -9,6 +9,13 @@ there is something to report and then sends one batch, so calls never wait for
 the balancer. A copy that has had nothing in flight for ``IDLE_LEAVE_SECONDS``
 leaves the balancer (which keeps what it counted) and its thread ends, so the
 copies that every Ray task unpickles do not pile up; used again, it joins anew.
+
+The balancer scales an elastic pool (see ``scaling.py``): a handle reports the
+calls waiting in it for a worker, and keeps reporting while they wait, so it
+learns of new workers as they join. A copy, and any handle of an elastic pool,
+brings its view of the members up to date before it dispatches if that view is
+older than ``STALE_VIEW_SECONDS`` (calls park meanwhile), so it never sends a
+call to a worker that was retired and has ended.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ..pools.dispatch import Dispatcher, Slot, fail_unstarted
 from ..pools.membership import Blueprint, LocalMembership
 from .backend import RayClient
 from .balancer import Counters, open_balancer, unwrap
+from .scaling import STALE_VIEW_SECONDS
 
 log = logging.getLogger("concurry_ray")
 REPORT_BATCH_SECONDS = 0.02
@@ -53,6 +61,7 @@ class AttachInfo:
     extras: dict
     version: int
     members: dict[int, Any]
+    taken_at: float  # time.time() when the members were read: a copy unpickled later knows their age
 
 
 def attach_pool(info: AttachInfo) -> Any:
@@ -70,6 +79,7 @@ class RayMembership(LocalMembership):
     """
 
     stops_when_collected = False  # copies may still use the pool; the driver's exit ends its actors
+    scales_itself = True  # the balancer scales an elastic pool
 
     def __init__(self, blueprint: Blueprint, dispatcher: Dispatcher, attach: Optional[AttachInfo] = None) -> None:
         super().__init__(blueprint, dispatcher)
@@ -91,6 +101,10 @@ class RayMembership(LocalMembership):
         self._flusher_lock = threading.Lock()  # starting the report thread, and its ending when idle
         self._baseline: tuple[dict[int, Counters], int] = ({}, 0)  # own counters when it last left the balancer
         self._report_lock = threading.Lock()  # a report and a leave of this handle never cross on the way
+        self._guards_view = blueprint.options.elastic or not self.owner  # its members may change behind its back
+        age = max(0.0, time.time() - attach.taken_at) if attach is not None else 0.0
+        self._synced_at = time.monotonic() - age  # when this handle's view of the members was last current
+        self._refreshing = threading.Lock()
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -193,6 +207,35 @@ class RayMembership(LocalMembership):
             slot.client.retries()  # its final count, kept once the balancer has ended the actor
         self._version = self._call("retire", [s.index for s in slots])
 
+    def before_dispatch(self) -> None:
+        """If this handle's view of the members may be stale, park calls until it is current again."""
+        if self._guards_view and time.monotonic() - self._synced_at > STALE_VIEW_SECONDS:
+            if self._refreshing.acquire(blocking=False):
+                self.dispatcher.hold()
+                threading.Thread(target=self._refresh_view, name="concurry-ray-members", daemon=True).start()
+
+    def _refresh_view(self) -> None:
+        try:
+            asked_at = time.monotonic()
+            self._sync(*self._call("members"))
+            self._synced_at = asked_at
+        except Exception as exc:  # dispatch with the members it knows; a gone worker is handled as ever
+            log.debug("concurry_ray: the members of %s could not be read: %s", self.blueprint.label, exc)
+        finally:
+            self._refreshing.release()
+            self.dispatcher.resume()
+
+    def call_parked(self) -> None:
+        """A call waits for a worker: report at once, so the balancer can add one."""
+        if self._waits_for_workers():
+            self._hurry.set()
+            self.touched()
+
+    def _waits_for_workers(self) -> bool:
+        """Whether calls wait in this handle for a worker the balancer may still add."""
+        options = self.blueprint.options
+        return options.elastic and self.dispatcher.queued() > 0 and len(self.dispatcher.live_slots()) < options.pool_size
+
     def touched(self) -> None:
         if not self._dirty.is_set():  # set() takes a lock; most calls find it already set
             self._dirty.set()
@@ -218,17 +261,21 @@ class RayMembership(LocalMembership):
                 if self._closed or self._left_when_idle():
                     return
                 continue
-            self._hurry.wait(REPORT_BATCH_SECONDS if self._shared() else ALONE_REPORT_SECONDS)
+            waiting = self._waits_for_workers()
+            self._hurry.wait(REPORT_BATCH_SECONDS if waiting or self._shared() else ALONE_REPORT_SECONDS)
             if self._closed:
                 return
             self._hurry.clear()
             self._dirty.clear()
             self.flush()
+            if self._waits_for_workers():  # keep reporting, to hear of the workers the balancer adds
+                self._dirty.set()
 
     def flush(self) -> None:
         """Send this handle's counters to the balancer and learn the others' loads."""
         with self._report_lock:
             mine, report = self._report()
+            asked_at = time.monotonic()
             version, loads, self._handles = self._call("report", *report)
         # The balancer's totals hold this handle's calls from earlier stints too, so take all of them off.
         self._others = {
@@ -237,13 +284,14 @@ class RayMembership(LocalMembership):
         }
         if version != self._version:
             self._sync(*self._call("members"))
+        self._synced_at = asked_at
         self._joined()
 
-    def _report(self) -> tuple[dict[int, Counters], tuple[str, dict[int, Counters], int]]:
+    def _report(self) -> tuple[dict[int, Counters], tuple[str, dict[int, Counters], int, int]]:
         """This handle's own counters, and what it reports: its id, its counters since it joined,
-        the calls it dispatched."""
+        the calls it dispatched, the calls waiting in it for a worker."""
         mine, dispatched = self._counters()
-        return mine, (self.handle_id, *self._since_joined(mine, dispatched))
+        return mine, (self.handle_id, *self._since_joined(mine, dispatched), self.dispatcher.queued())
 
     def _joined(self) -> None:
         """A copy that reported (maybe from get_pool_stats()) runs the thread that leaves again when idle."""
@@ -307,6 +355,9 @@ class RayMembership(LocalMembership):
             with self._report_lock:
                 shared = self._call("stats", self._report()[1])
             self._joined()
+        if shared["version"] != self._version and not self.dispatcher.closed:  # the balancer scaled the pool since this handle last heard
+            self._sync(*self._call("members"))
+            local = dict(local, total_workers=len(self.dispatcher.live_slots()))
         workers = shared["workers"]
         balancer = dict(local["load_balancer"], total_dispatched=shared["total_dispatched"])
         if "active_calls" in balancer:
@@ -316,7 +367,8 @@ class RayMembership(LocalMembership):
             balancer["total_calls"] = {i: w["dispatched"] for i, w in workers.items()}
         merged_workers = {i: {k: v for k, v in w.items() if k != "dispatched"} for i, w in workers.items()}
         retries = local["retries"] + sum(w["retries"] or 0 for w in workers.values())
-        return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"], retries=retries)
+        return dict(local, load_balancer=balancer, workers=merged_workers, handles=shared["handles"], retries=retries,
+                    **shared["scaling"])
 
     def stop_clients(self, deadline: Optional[float]) -> None:
         for client in self.dispatcher.clients():
@@ -357,4 +409,6 @@ class RayMembership(LocalMembership):
             self.touched()
         members = {s.index: s.client.actor for s in self.dispatcher.live_slots()}
         blueprint = self.blueprint
-        return attach_pool, (AttachInfo(self.balancer, blueprint.cls, blueprint.options, blueprint.extras, self._version, members),)
+        info = AttachInfo(self.balancer, blueprint.cls, blueprint.options, blueprint.extras, self._version, members,
+                          time.time() - (time.monotonic() - self._synced_at))
+        return attach_pool, (info,)

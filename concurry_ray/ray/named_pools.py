@@ -11,6 +11,7 @@ every driver until :func:`remove_pool`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import ray
@@ -28,8 +29,9 @@ def get_pool(name: str) -> Any:
     """A handle of the named Ray pool ``name``, attached from this process (a driver, task, actor or
     Serve replica); PoolNotFoundError if the cluster has no such pool."""
     balancer = find_balancer(name)
+    asked_at = time.time()
     cls, options, extras, version, members = _ask(balancer, "attach_info")
-    return attach_pool(AttachInfo(balancer, cls, options, extras, version, members))
+    return attach_pool(AttachInfo(balancer, cls, options, extras, version, members, asked_at))
 
 
 def remove_pool(name: str, timeout: Optional[float] = 60.0) -> int:
