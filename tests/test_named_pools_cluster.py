@@ -2,9 +2,10 @@
 
 Driver A creates the pool, calls it and exits; driver B attaches with get_pool, calls
 it and sees A's calls in the stats; a Serve deployment attaches by name; driver C
-removes the pool. Run as a script, this module is one of those drivers:
-``python test_named_pools_cluster.py ADDRESS create|attach|serve|remove``; each
-prints one JSON line.
+removes the pool. An elastic detached pool, made by a driver that exits, grows and
+shrinks for the next driver's burst of calls. Run as a script, this module is one
+of those drivers: ``python test_named_pools_cluster.py ADDRESS
+create|attach|serve|remove|create-elastic|burst``; each prints one JSON line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import pytest
 
 POOL = "cluster-embedder"
+ELASTIC_POOL = "cluster-elastic"
 SERVE_PORT_ARG = 3
 
 
@@ -79,11 +81,45 @@ def remove() -> dict:
     return {"killed": killed, "found_after": found_after, "pools": list_pools(), "holders": list_holders()}
 
 
+def create_elastic() -> dict:
+    from workers import Counter
+
+    pool = Counter.options(mode="ray", name=ELASTIC_POOL, lifetime="detached", max_workers=3, min_workers=1,
+                           idle_timeout=0.5, actor_options={"num_cpus": 0.1}).init()
+    size = pool.get_pool_stats()["total_workers"]
+    pool.stop()  # detaches; the driver exits, and nobody manages the pool but its balancer
+    return {"size": size}
+
+
+def burst() -> dict:
+    import time
+
+    from concurry_ray import gather, get_pool, remove_pool
+
+    pool = get_pool(ELASTIC_POOL)
+    calls = [pool.sleep(0.4) for _ in range(9)]
+    sizes = []
+    while not all(call.done() for call in calls):
+        sizes.append(pool.get_pool_stats()["total_workers"])
+        time.sleep(0.05)
+    results = gather(calls, timeout=60)
+    deadline = time.monotonic() + 30
+    while pool.get_pool_stats()["total_workers"] > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = pool.get_pool_stats()
+    pool.stop()
+    remove_pool(ELASTIC_POOL, timeout=10)
+    return {"results": results, "max_size": max(sizes), "size_after": stats["total_workers"],
+            "events": [stats["scaled_up"], stats["scaled_down"]]}
+
+
 def main() -> None:
     import ray
 
     ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-    step = {"create": create, "attach": attach, "serve": served, "remove": remove}[sys.argv[2]]
+    steps = {"create": create, "attach": attach, "serve": served, "remove": remove,
+             "create-elastic": create_elastic, "burst": burst}
+    step = steps[sys.argv[2]]
     print("RESULT " + json.dumps(step()), flush=True)
     ray.shutdown()
 
@@ -110,6 +146,16 @@ def test_a_detached_pool_serves_drivers_that_come_and_go_and_a_serve_app(ray_hea
     assert through_serve and set(through_serve) <= set(made["pids"])
     removed = drive(address, env, "remove")
     assert removed == {"killed": 0, "found_after": False, "pools": [], "holders": []}
+
+
+
+@pytest.mark.timeout(600)
+def test_a_detached_elastic_pool_scales_for_a_driver_after_its_creator_exited(ray_head):
+    address, env, _ = ray_head
+    assert drive(address, env, "create-elastic") == {"size": 1}
+    burst = drive(address, env, "burst")
+    assert burst["results"] == [0.4] * 9
+    assert (burst["max_size"], burst["size_after"], burst["events"]) == (3, 1, [2, 2])
 
 
 if __name__ == "__main__":
