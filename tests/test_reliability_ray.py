@@ -109,13 +109,23 @@ def _refused(handle) -> bool:
     return False
 
 
+def _gone(actor) -> bool:
+    try:
+        ray.get(actor.__concurry_pid__.remote(), timeout=5)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
 def test_calls_fail_with_worker_init_error_when_no_replacement_can_be_built(ray_runtime, tmp_path):
     marker = str(tmp_path / "broken")
     pool = Fragile.options(mode="ray", actor_options=RAY_ACTOR).init(marker)
     try:
         assert pool.work(1).result(timeout=30) == 2
         open(marker, "w").close()
-        pool._dispatcher.slot(0).client.kill()
+        client = pool._dispatcher.slot(0).client
+        client.kill()
+        wait_for(lambda: _gone(client.actor), timeout=30)  # else the next calls may still run before the kill lands
         waiting = [pool.work(i) for i in range(3)]
         assert settled_within(waiting, 30), "calls waited forever for a worker that cannot be built"
         errors = [f.exception() for f in waiting]

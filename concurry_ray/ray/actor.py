@@ -28,7 +28,7 @@ from ..host import Host, init_failure, portable_error
 from ..methods import has_async_methods, public_methods
 from ..nested import collect, replace
 from ..protocol import Call, WorkerSpec
-from .counts import CountsPusher
+from .counts import ChangeNotice
 from .naming import NAMESPACE
 
 _ACTOR_CLASSES: dict[type, Any] = {}
@@ -47,7 +47,7 @@ class _HostActorBase:
         self._host: Optional[Host] = None
         self._finished = [0, 0]  # calls completed, calls failed: counted here, before the reply leaves
         self._count_lock = threading.Lock()  # sync calls finish on one thread, async ones on the loop
-        self._pusher: Optional[CountsPusher] = None  # set for a worker of a pool (not a single worker)
+        self._notice: Optional[ChangeNotice] = None  # set for a worker of a pool (not a single worker)
         try:
             self._host = Host(spec, loop=_running_loop())
         except WorkerInitError as exc:
@@ -65,29 +65,32 @@ class _HostActorBase:
 
     @ray.method(concurrency_group="control")
     def __concurry_counts__(self) -> tuple[int, int, int]:
-        return self._counts()
+        return self._read_counts()
 
     @ray.method(concurrency_group="control")
     def __concurry_report_to__(self, balancer: Any, index: int, token: str) -> None:
         self._report_to(balancer, index, token)
 
     def _report_to(self, balancer: Any, index: int, token: str) -> None:
-        """From now on send this worker's counts to its pool's ``balancer`` (starting now)."""
-        self._pusher = CountsPusher(balancer, index, token, self._counts)
-        self._pusher.send_now()
+        """From now on tell the pool's ``balancer`` when this worker's counts change; tell it once
+        now, so that this process has found the balancer before the first call finishes."""
+        self._notice = ChangeNotice(balancer, index, token)
+        self._notice.changed()
 
     def _count(self, outcome: int) -> None:
         """Count one finished call: ``outcome`` 0 for completed, 1 for failed."""
         with self._count_lock:
             self._finished[outcome] += 1
-        if self._pusher is not None:
-            self._pusher.changed()
+        if self._notice is not None:
+            self._notice.changed()
 
     def _retry_count(self) -> int:
         return self._host.retries if self._host is not None else 0
 
-    def _counts(self) -> tuple[int, int, int]:
-        """Calls completed, calls failed, and retries made: what the pool's balancer is sent (and asks)."""
+    def _read_counts(self) -> tuple[int, int, int]:
+        """Calls completed, calls failed, and retries made, as the pool's balancer reads them."""
+        if self._notice is not None:
+            self._notice.reading()
         return self._finished[0], self._finished[1], self._retry_count()
 
     def _run(self, name: str, args: tuple, kwargs: dict) -> tuple:
@@ -138,7 +141,7 @@ class _AsyncHostActorBase(_HostActorBase):
         return self._retry_count()
 
     async def __concurry_counts__(self) -> tuple[int, int, int]:  # on the loop: answers while sync calls run
-        return self._counts()
+        return self._read_counts()
 
     async def __concurry_report_to__(self, balancer: Any, index: int, token: str) -> None:
         self._report_to(balancer, index, token)

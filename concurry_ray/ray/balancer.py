@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from typing import Any, Optional
 
@@ -30,7 +29,6 @@ from ..errors import ConfigError
 from ..pools.autoscale import TICK_SECONDS
 from ..protocol import WorkerSpec
 from .actor import start_actor
-from .counts import HOT_SECONDS
 from .naming import NAMESPACE, balancer_name, pool_name, worker_name
 from .outcomes import unwrap_ray_error
 from .scaling import RETIRE_GRACE_SECONDS, BalancerScaler
@@ -62,8 +60,9 @@ class PoolBalancer:
         self._failed: dict[int, Any] = {}  # index -> why its last replacement could not be built
         self._members: dict[int, Any] = {}
         self._restarts: dict[int, int] = {}
-        self._tokens: dict[int, str] = {}  # index -> the token its current worker sends its counts with
-        self._counted: dict[int, tuple[tuple[int, int, int], float]] = {}  # index -> its worker's counts, when they came
+        self._tokens: dict[int, str] = {}  # index -> the token its current worker tells of changes with
+        self._counted: dict[int, tuple[int, int, int]] = {}  # index -> its worker's own counts, as last read
+        self._changed: set[int] = set()  # workers whose counts changed since they were last read
         self._next_index = 0
         self._version = uuid.uuid4().int >> 80  # differs between incarnations, so handles notice a restart
         self._reports: dict[str, dict[int, Counters]] = {}
@@ -99,7 +98,7 @@ class PoolBalancer:
         me = ray.get_runtime_context().current_actor
         for index, actor in actors.items():
             self._tokens[index] = uuid.uuid4().hex
-            self._counted.pop(index, None)
+            self._counted.pop(index, None)  # not read yet: the next stats read asks it
             actor.__concurry_report_to__.remote(me, index, self._tokens[index])
         return actors
 
@@ -189,6 +188,7 @@ class PoolBalancer:
     def _leave_members(self, index: int) -> Any:
         self._tokens.pop(index, None)
         self._counted.pop(index, None)
+        self._changed.discard(index)
         return self._members.pop(index, None)
 
     async def _end_when_unused(self, index: int) -> None:
@@ -242,10 +242,10 @@ class PoolBalancer:
                     totals[index] = [a + b for a, b in zip(totals[index], values)]
         return totals
 
-    def worker_counts(self, index: int, token: str, counts: tuple[int, int, int]) -> None:
-        """A worker's own counts (calls completed and failed, retries), sent as they change."""
+    def worker_changed(self, index: int, token: str) -> None:
+        """A worker's own counts changed since they were last read (see ``counts.py``)."""
         if self._tokens.get(index) == token:
-            self._counted[index] = (counts, time.monotonic())
+            self._changed.add(index)
 
     async def stats(self, report: Optional[tuple[str, dict[int, Counters], int, int]] = None) -> dict:
         """Aggregated figures of every handle: dispatched calls and per-worker health.
@@ -254,6 +254,7 @@ class PoolBalancer:
         first, so one round trip brings the figures up to date. Completed and failed calls,
         and retries, are also counted by the workers themselves (see ``counts.py``), so a
         call whose result was delivered is counted even before its handle reported it.
+        Only the workers whose counts changed since they were last read are asked.
         """
         if report is not None:
             self._store(*report)
@@ -280,19 +281,22 @@ class PoolBalancer:
                 "scaling": scaling, "version": self._version}
 
     async def _worker_counts(self, indexes: list[int]) -> dict[int, tuple[int, int, int]]:
-        """Each worker's own counts of calls completed and failed, and of retries: those it sent,
-        unless it sent some in the last HOT_SECONDS (then it is asked now, as more may be on
-        their way). A worker that does not answer is left out."""
-        now, counts = time.monotonic(), {}
-        for index in indexes:
-            sent = self._counted.get(index)
-            if sent is not None and now - sent[1] > HOT_SECONDS:
-                counts[index] = sent[0]
-        asked = {i: self._members[i].__concurry_counts__.remote() for i in indexes if i not in counts and i in self._members}
-        answers = await asyncio.gather(*(asyncio.wait_for(ref, COUNTS_TIMEOUT) for ref in asked.values()),
-                                       return_exceptions=True)
-        counts.update({i: tuple(a) for i, a in zip(asked, answers) if not isinstance(a, BaseException)})
-        return counts
+        """Each worker's own counts of calls completed and failed, and of retries: as last read,
+        or read now if they changed since (or were never read). A worker that does not answer
+        keeps its last counts, or is left out."""
+        asked = {i: self._members[i] for i in indexes if i in self._members
+                 and (i in self._changed or i not in self._counted)}
+        self._changed.difference_update(asked)  # a change told from now on is read at the next read
+        tokens = {i: self._tokens.get(i) for i in asked}
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(actor.__concurry_counts__.remote(), COUNTS_TIMEOUT) for actor in asked.values()),
+            return_exceptions=True)
+        for index, answer in zip(asked, answers):
+            if isinstance(answer, BaseException):
+                self._changed.add(index)
+            elif self._tokens.get(index) == tokens[index]:  # the same worker, still a member
+                self._counted[index] = tuple(answer)
+        return {i: self._counted[i] for i in indexes if i in self._counted}
 
     async def drain(self, timeout: float) -> int:
         """Stop scaling and end every worker (each exits after the calls already sent to it);

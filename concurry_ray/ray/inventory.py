@@ -110,8 +110,10 @@ def stats(entry: Entry) -> dict:
         balancer = find_balancer(entry.name)
         about, figures = ray.get([balancer.about.remote(), balancer.stats.remote()], timeout=LOOKUP_TIMEOUT)
         definition = about["definition"]
+        figures.pop("version")  # of the members: the handles' business
+        scaling = figures.pop("scaling")  # min_workers, scaled_up, scaled_down of an elastic pool
         return {"name": entry.name, "kind": "pool", "class": definition["class"],
-                "options": definition["options"], **figures}
+                "options": definition["options"], **figures, **scaling}
     holder = ray.get_actor(entry.name, namespace=NAMESPACE)
     about, usage = ray.get([holder.about.remote(), holder.stats.remote()], timeout=LOOKUP_TIMEOUT)
     return {"name": entry.name, "kind": "limits", **about, **usage}
