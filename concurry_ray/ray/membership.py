@@ -355,7 +355,7 @@ class RayMembership(LocalMembership):
             with self._report_lock:
                 shared = self._call("stats", self._report()[1])
             self._joined()
-        if shared["version"] != self._version and not self.dispatcher.closed:  # the balancer scaled the pool since this handle last heard
+        if shared["version"] != self._version and not self.dispatcher.closed:  # scaled since this handle last heard
             self._sync(*self._call("members"))
             local = dict(local, total_workers=len(self.dispatcher.live_slots()))
         workers = shared["workers"]
