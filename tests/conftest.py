@@ -42,6 +42,17 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def actor_gone(actor, timeout: float = 30.0) -> bool:
+    """Whether the Ray ``actor`` is dead: a call to it fails with RayActorError (within ``timeout``)."""
+    import ray
+
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=timeout)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
 def pids_using(marker: str) -> list[int]:
     """Processes whose command line mentions ``marker`` (our cluster's own temp dir)."""
     pids = []

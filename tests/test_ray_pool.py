@@ -11,7 +11,7 @@ import time
 
 import pytest
 import ray
-from conftest import RAY_ACTOR, wait_for
+from conftest import RAY_ACTOR, actor_gone, wait_for
 from workers import Branch, Caller, Leaf, Visitor
 
 from concurry_ray import gather
@@ -126,14 +126,7 @@ def test_pool_actors_are_gone_after_stop(ray_runtime):
     actors = [slot.client.actor for slot in pool._dispatcher.live_slots()] + [pool._members.balancer]
     pool.stop()
 
-    def dead(actor) -> bool:
-        try:
-            ray.get(actor.__ray_ready__.remote(), timeout=30)
-        except ray.exceptions.RayActorError:
-            return True
-        return False
-
-    wait_for(lambda: all(dead(a) for a in actors))
+    wait_for(lambda: all(actor_gone(a) for a in actors))
 
 
 def test_a_lone_handle_reports_rarely_and_a_shared_one_in_short_batches(leaf_pool, monkeypatch):
