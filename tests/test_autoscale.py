@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 import uuid
 from types import SimpleNamespace
@@ -105,23 +106,25 @@ def test_a_detached_elastic_pool_keeps_scaling_after_its_creator_detached(mode_o
         remove_pool(name)
 
 
-def test_a_handle_idle_while_its_ray_pool_shrank_loses_no_call(mode_opts):
+def test_handles_idle_while_their_ray_pool_shrank_lose_no_call(mode_opts):
     name = f"elastic-idle-{uuid.uuid4().hex[:6]}"
     pool = Counter.options(**mode_opts("ray", name=name, **ELASTIC)).init()
-    observer = get_pool(name)
+    observer, copy = get_pool(name), None
     try:
         calls = [pool.sleep(0.4) for _ in range(9)]
         assert max(sizes_while(observer, calls)) == 3
         gather(calls, timeout=60)
-        # Only the observer reads the pool: the handle that made the calls sits idle with its old
-        # view of three workers, two of which retire and then end.
+        copy = pickle.loads(pickle.dumps(pool))  # knows the three workers, as the pool's handle does
+        # Only the observer reads the pool: the other two handles sit idle with their old view of
+        # three workers, two of which retire and then end.
         wait_for(lambda: observer.get_pool_stats()["total_workers"] == 1, 20)
         time.sleep(RETIRE_GRACE_SECONDS + 1)
+        assert gather(copy.broadcast("echo", "all"), timeout=60) == ["all"]
         assert gather([pool.echo(i) for i in range(30)], timeout=60) == list(range(30))
-        assert pool.get_pool_stats()["total_workers"] == 1
     finally:
-        observer.stop()
-        pool.stop()
+        for handle in (observer, copy, pool):
+            if handle is not None:
+                handle.stop()
 
 
 def test_scaling_state_counts_a_worker_idle_from_its_last_call():

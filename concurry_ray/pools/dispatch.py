@@ -50,6 +50,9 @@ class Listener(Protocol):
     def call_parked(self) -> None:
         """A call was parked: no worker has room for it."""
 
+    def before_broadcast(self) -> None:
+        """A call is about to go to every worker (the lock is not held): bring the members up to date if need be."""
+
     def others_load(self) -> dict[int, tuple[int, int]]:
         """In-flight and total calls that other handles sent to each worker."""
 
@@ -67,6 +70,9 @@ class Alone:
         pass
 
     def call_parked(self) -> None:
+        pass
+
+    def before_broadcast(self) -> None:
         pass
 
     def others_load(self) -> dict[int, tuple[int, int]]:
@@ -283,6 +289,7 @@ class Dispatcher:
 
     def send_to_all(self, call: Call) -> list[Future]:
         """Send ``call`` once to every live worker, now (``broadcast``); their futures in worker order."""
+        self._listener.before_broadcast()
         with self._lock:
             return [self._send(slot, call) for slot in self._roster]
 
