@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import time
 import uuid
@@ -14,7 +15,7 @@ from workers import Counter
 
 from concurry_ray import ConfigError, ResourceLimit, gather, get_pool, remove_pool
 from concurry_ray.pools.autoscale import ScalingState, Step, plan
-from concurry_ray.ray.scaling import RETIRE_GRACE_SECONDS
+from concurry_ray.ray.scaling import RETIRE_GRACE_SECONDS, BalancerScaler
 
 ELASTIC = {"max_workers": 3, "min_workers": 1, "idle_timeout": 0.5}
 
@@ -136,6 +137,53 @@ def test_scaling_state_counts_a_worker_idle_from_its_last_call():
     time.sleep(0.2)
     idle = state.idle_times({0: (0, 0), 2: (0, 0)})  # 1 left the pool
     assert sorted(idle) == [0, 2] and idle[0] == pytest.approx(0.4, abs=0.1) and idle[2] == pytest.approx(0.2, abs=0.1)
+
+
+class FakeBalancer:
+    """What BalancerScaler reads from and asks of a PoolBalancer, with fixed figures."""
+
+    def __init__(self, loads: dict, waiting: int) -> None:
+        self._loads, self._waiting, self.grown = loads, waiting, 0
+
+    def waiting(self) -> int:
+        return self._waiting
+
+    def loads(self) -> dict:
+        return self._loads
+
+    async def grow(self, count: int) -> tuple:
+        self.grown += count
+        return 0, {}, None
+
+    def about(self) -> dict:
+        return {"pool": "fake"}
+
+
+@pytest.mark.parametrize("loads, limits, grown", [
+    ({0: (1, 5)}, None, 2),                      # one busy worker, two calls waiting: two more
+    ({0: (1, 5), 1: (0, 0)}, None, 1),           # a worker no call has reached yet takes one of them
+    ({0: (1, 5)}, "free", 1),                    # under limits, one at a time...
+    ({0: (1, 5), 1: (0, 0)}, "free", 0),         # ...and none until the last one has had a call
+])
+def test_the_balancer_counts_a_worker_no_call_reached_as_on_its_way(loads, limits, grown):
+    async def one_tick() -> int:
+        balancer = FakeBalancer(loads, waiting=2)
+        scaler = BalancerScaler(balancer, OPTIONS, None if limits is None else LimitsStats(waiting=0))
+        await scaler._tick()
+        await asyncio.sleep(0)  # the grow tasks run
+        return balancer.grown
+
+    assert asyncio.run(one_tick()) == grown
+
+
+class LimitsStats:
+    """Limits whose stats say how many calls wait on them."""
+
+    def __init__(self, waiting: int) -> None:
+        self._waiting = waiting
+
+    def get_stats(self) -> dict:
+        return {"waiting": self._waiting}
 
 
 OPTIONS = SimpleNamespace(pool_size=4, min_workers=1, idle_timeout=1.0)

@@ -72,9 +72,10 @@ class ScalingState:
         self.scaled_down = 0
         self._seen: dict[int, tuple[int, float]] = {}  # per worker: calls sent to it, and when it was last busy
 
-    def step(self, idle_for: dict[int, float], waiting: int, limits_waiting: Optional[bool]) -> Step:
-        """The :func:`plan` for workers idle ``idle_for`` seconds, given the workers being started."""
-        return plan(idle_for, self.starting, waiting, limits_waiting, self.options)
+    def step(self, idle_for: dict[int, float], waiting: int, limits_waiting: Optional[bool], joining: int = 0) -> Step:
+        """The :func:`plan` for workers idle ``idle_for`` seconds, given the workers being started
+        and ``joining`` more (started, not in ``idle_for``, but no call has reached them yet)."""
+        return plan(idle_for, self.starting + joining, waiting, limits_waiting, self.options)
 
     def idle_times(self, loads: dict[int, tuple[int, int]]) -> dict[int, float]:
         """Per worker, seconds since it was last busy, from ``loads`` (index -> calls in flight,

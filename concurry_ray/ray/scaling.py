@@ -58,7 +58,15 @@ class BalancerScaler:
         limits_waiting = None
         if waiting and self.limits is not None:  # reading a Ray holder blocks: off the event loop
             limits_waiting = await asyncio.get_running_loop().run_in_executor(None, limits_wait, self.limits)
-        step = self.state.step(self.state.idle_times(self.balancer.loads()), waiting, limits_waiting)
+        loads = self.balancer.loads()
+        idle_for = self.state.idle_times(loads)
+        # A worker no handle has sent a call yet is still on its way for the calls waiting: the
+        # handles hear of it at their next report. Growing again before then over-shoots (and,
+        # under limits, before it shows whether its call would wait on a limit too).
+        joining = [index for index, (_, sent) in loads.items() if sent == 0] if waiting else []
+        for index in joining:
+            del idle_for[index]
+        step = self.state.step(idle_for, waiting, limits_waiting, len(joining))
         for _ in range(step.grow):
             self._add_worker()
         if step.retire:
