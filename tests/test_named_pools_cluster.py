@@ -98,8 +98,8 @@ def burst() -> dict:
 
     pool = get_pool(ELASTIC_POOL)
     calls = [pool.sleep(0.4) for _ in range(9)]
-    sizes = []
-    while not all(call.done() for call in calls):
+    sizes, deadline = [], time.monotonic() + 60
+    while not all(call.done() for call in calls) and time.monotonic() < deadline:
         sizes.append(pool.get_pool_stats()["total_workers"])
         time.sleep(0.05)
     results = gather(calls, timeout=60)

@@ -33,6 +33,7 @@ from .crashes import follow_crashes
 
 log = logging.getLogger("concurry_ray")
 REAP_GRACE_SECONDS = 5.0  # an on-demand worker whose call is done gets this long to exit
+HOLD_TIMEOUT = 30.0  # the longest a broadcast waits for held calls to be resumed
 
 
 class Listener(Protocol):
@@ -49,9 +50,6 @@ class Listener(Protocol):
 
     def call_parked(self) -> None:
         """A call was parked: no worker has room for it."""
-
-    def before_broadcast(self) -> None:
-        """A call is about to go to every worker (the lock is not held): bring the members up to date if need be."""
 
     def others_load(self) -> dict[int, tuple[int, int]]:
         """In-flight and total calls that other handles sent to each worker."""
@@ -70,9 +68,6 @@ class Alone:
         pass
 
     def call_parked(self) -> None:
-        pass
-
-    def before_broadcast(self) -> None:
         pass
 
     def others_load(self) -> dict[int, tuple[int, int]]:
@@ -160,7 +155,8 @@ class Dispatcher:
         self._on_demand: set = set()
         self._reaper = _Reaper(self._reaped)
         self._unserved: Optional[BaseException] = None  # why calls fail at once: no worker is left, none can be built
-        self._held = False  # calls park until resume(): the membership is bringing the members up to date
+        self._resumed = threading.Event()  # cleared by hold(): the membership is bringing the members up to date
+        self._resumed.set()
         # An elastic pool keeps calls in its own queue while its workers are busy: they wait there for
         # the workers it adds, and their number tells it to grow.
         self._queue_limit = options.max_queued_tasks or (1 if options.elastic else None)
@@ -288,8 +284,12 @@ class Dispatcher:
             return future
 
     def send_to_all(self, call: Call) -> list[Future]:
-        """Send ``call`` once to every live worker, now (``broadcast``); their futures in worker order."""
-        self._listener.before_broadcast()
+        """Send ``call`` once to every live worker, now (``broadcast``); their futures in worker order.
+
+        If the membership holds calls while it brings the members up to date, this waits for
+        that first (at most ``HOLD_TIMEOUT`` seconds; then it goes to the workers it knows)."""
+        self._listener.before_dispatch()
+        self._resumed.wait(HOLD_TIMEOUT)
         with self._lock:
             return [self._send(slot, call) for slot in self._roster]
 
@@ -307,17 +307,17 @@ class Dispatcher:
 
     def hold(self) -> None:
         """Park calls from now on, until :meth:`resume` (the members may be out of date)."""
-        self._held = True
+        self._resumed.clear()
 
     def resume(self) -> None:
         """Send calls to workers again, the parked ones first."""
         with self._lock:
-            self._held = False
+            self._resumed.set()
             self.release_parked()
 
     def _try_send(self, call: Call) -> Optional[Future]:
         """Send a call to a worker now if one has room, else None (lock held)."""
-        if self._held:
+        if not self._resumed.is_set():
             return None
         if self._options.on_demand:
             cap = self._options.worker_cap

@@ -141,9 +141,6 @@ class LocalMembership:
     def call_parked(self) -> None:
         """Called when a call waits in the pool's queue (the Autoscaler reads the queue itself)."""
 
-    def before_broadcast(self) -> None:
-        """Called before every broadcast: the members here are always current."""
-
     def others_load(self) -> dict[int, tuple[int, int]]:
         """In-flight and total calls other handles sent to each worker (none for local pools)."""
         return {}

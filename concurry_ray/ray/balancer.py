@@ -85,13 +85,11 @@ class PoolBalancer:
             outcomes = await asyncio.gather(*(a.__concurry_ready__.remote() for a in actors.values()),
                                             return_exceptions=True)
         except asyncio.CancelledError:  # the pool is ending while they start (or wait for room)
-            outcomes = [asyncio.CancelledError()]
+            _kill_all(actors.values())
+            raise
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
-            for actor in actors.values():
-                ray.kill(actor, no_restart=True)
-            if isinstance(failure, asyncio.CancelledError):
-                raise failure
+            _kill_all(actors.values())
             if isinstance(failure, BaseException):
                 failure = (f"a worker of the pool could not start: {unwrap(failure)}", unwrap(failure))
             raise InitFailed(failure)
@@ -316,8 +314,7 @@ class PoolBalancer:
 
     def shutdown(self) -> None:
         """Stop scaling and kill every worker actor at once."""
-        for actor in self._end_membership():
-            ray.kill(actor, no_restart=True)
+        _kill_all(self._end_membership())
 
     def _end_membership(self) -> list:
         """Stop scaling; take every worker, retired ones too, out of the pool and return them."""
@@ -330,6 +327,11 @@ class PoolBalancer:
 
 
 RemotePoolBalancer = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(PoolBalancer)
+
+
+def _kill_all(actors: Any) -> None:
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
 
 
 async def _exited(actor: Any) -> None:

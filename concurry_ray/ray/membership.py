@@ -214,13 +214,6 @@ class RayMembership(LocalMembership):
                 self.dispatcher.hold()
                 threading.Thread(target=self._refresh_view, name="concurry-ray-members", daemon=True).start()
 
-    def before_broadcast(self) -> None:
-        """A broadcast goes to the members this handle knows: if they may be stale, wait for the
-        balancer's (one round trip; a broadcast is sent from the caller's thread, never Ray's)."""
-        self.before_dispatch()
-        with self._refreshing:
-            pass
-
     def _refresh_view(self) -> None:
         try:
             asked_at = time.monotonic()
