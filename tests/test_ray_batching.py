@@ -145,16 +145,21 @@ def test_large_results_of_a_batch_stay_in_the_store(log):
     gather(busy, timeout=30)
 
 
-def test_a_crash_during_a_batch_fails_the_running_call_and_reruns_the_rest(log):
+def test_a_crash_fails_the_calls_sent_to_the_actor_and_reruns_those_waiting_in_the_handle(log):
+    """The task queued behind the running one may have started (the running one's reply can be lost
+    with the actor), so it fails rather than run twice; calls that never left the handle rerun."""
     pid = log.pid().result(timeout=30)
     running = log.slow(30)
-    queued = [log.add(i) for i in range(30)]
+    sent = log.add(0)  # the second task in flight, queued on the actor
+    waiting = [log.add(i) for i in range(1, 30)]
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(WorkerCrashedError):
+    with pytest.raises(WorkerCrashedError, match="while running slow"):
         running.result(timeout=10)
-    assert gather(queued, timeout=60) == list(range(30))
-    assert log.history().result(timeout=30)[0] == list(range(30))
+    with pytest.raises(WorkerCrashedError, match="add\\(\\) was sent to it; it may have started"):
+        sent.result(timeout=10)
+    assert gather(waiting, timeout=60) == list(range(1, 30))
+    assert log.history().result(timeout=30)[0] == list(range(1, 30))
     assert log.pid().result(timeout=30) != pid
 
 

@@ -289,19 +289,23 @@ def _has_refs(call: Call) -> bool:
 def _split_on_crash(pending: list, crash: WorkerCrashedError) -> list:
     """Fail the calls a dead actor may have run; return the (call, future) pairs it never started.
 
-    The actor runs this client's sync tasks one at a time, in the order sent, so only
-    the oldest unfinished task can have started; being a batch, it may have run any of
-    its calls (they are reported only at its end), so all of them fail. Async calls
-    start on arrival, so they fail too. Later tasks, and calls still waiting here, never
-    started. (``retry_on=[WorkerCrashedError]`` opts into re-sending the failed ones.)
+    Every call sent to the actor may have started, not only the oldest task's: the
+    actor runs the next task as soon as one ends, and the reply of the one that ended
+    can be lost with the actor (or reach this process after the death does). Async
+    calls start on arrival. So all of them fail, and only the calls still waiting in
+    this client are handed back: no call runs twice unless ``retry_on`` names
+    ``WorkerCrashedError``. The client keeps at most ``TASKS_IN_FLIGHT`` tasks sent.
     """
     oldest = min((task for _, _, task in pending if task is not None and task != ASYNC), default=None)
     unstarted = []
     for call, future, task in pending:
-        if task == ASYNC or (task is not None and task == oldest):
+        if task is None:
+            unstarted.append((call, future))
+        elif task in (ASYNC, oldest):
             settle(future, error=type(crash)(f"{crash} while running {call.method}()"))
         else:
-            unstarted.append((call, future))
+            settle(future, error=type(crash)(
+                f"{crash} after {call.method}() was sent to it; it may have started, so it is not run again"))
     return unstarted
 
 

@@ -154,6 +154,7 @@ class PoolBalancer:
             current = self._members.get(index)
             if current is None or current != dead_actor:  # Ray's actor handles compare by actor id
                 return (*self._current(), None if current is not None else self._failed.get(index))
+            _kill_all([current])  # a worker only unreachable for a while must not run on beside its replacement
             task = self._replacing[index] = asyncio.ensure_future(self._replace(index))
             task.add_done_callback(lambda _: self._replacing.pop(index, None))
         return await asyncio.shield(self._replacing[index])
