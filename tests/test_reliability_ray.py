@@ -8,16 +8,18 @@ import signal
 import subprocess
 import sys
 import pickle
+import threading
 import time
 
 import pytest
 import ray
-from conftest import RAY_ACTOR, wait_for
+from conftest import RAY_ACTOR, actor_gone, wait_for
 from workers import Leaf
 
 from concurry_ray import ConfigError, PoolStoppedError, Worker, WorkerCrashedError, WorkerInitError, gather
 from concurry_ray.futures import Future
 from concurry_ray.protocol import Call
+from concurry_ray.ray import backend
 
 
 class Fragile(Worker):
@@ -115,15 +117,51 @@ def test_calls_fail_with_worker_init_error_when_no_replacement_can_be_built(ray_
     try:
         assert pool.work(1).result(timeout=30) == 2
         open(marker, "w").close()
-        pool._dispatcher.slot(0).client.kill()
+        actor = pool._dispatcher.slot(0).client.actor
+        ray.kill(actor, no_restart=True)
+        assert actor_gone(actor)
+        with pytest.raises(WorkerCrashedError, match="while running work"):
+            pool.work(0).result(timeout=30)  # the first call to learn of the death
         waiting = [pool.work(i) for i in range(3)]
         assert settled_within(waiting, 30), "calls waited forever for a worker that cannot be built"
         errors = [f.exception() for f in waiting]
-        assert any(isinstance(e, WorkerInitError) for e in errors), errors
+        assert all(isinstance(e, WorkerInitError) and "broken exists" in str(e) for e in errors), errors
         with pytest.raises(WorkerInitError, match="broken exists"):
             pool.work(9).result(timeout=5)
     finally:
         pool.stop(timeout=10)
+
+
+def test_a_call_submitted_while_its_worker_death_is_handled_settles(ray_runtime, monkeypatch):
+    """A call whose submit overlaps the handling of its worker's death fails at once instead of
+    waiting on the dead worker's client forever. The overlap is made to happen: the client reads
+    the first failure only once the third call is being submitted, and that submit goes on only
+    once the death is handled."""
+    with Leaf.options(mode="ray", actor_options=RAY_ACTOR).init() as pool:
+        client = pool._dispatcher.slot(0).client
+        ray.kill(client.actor, no_restart=True)
+        assert actor_gone(client.actor)
+        submitting = threading.Event()
+        reads_failure, looks_at_arguments = backend.unwrap_ray_error, backend._has_refs
+
+        def once_the_third_call_is_submitted(error, label):
+            submitting.wait(10)
+            return reads_failure(error, label)
+
+        def after_the_death_is_handled(call):
+            if call.args == (777,):
+                submitting.set()
+                wait_for(lambda: not client.alive(), timeout=10)
+            return looks_at_arguments(call)
+
+        monkeypatch.setattr(backend, "unwrap_ray_error", once_the_third_call_is_submitted)
+        monkeypatch.setattr(backend, "_has_refs", after_the_death_is_handled)
+        calls = [pool.work(1), pool.work(2), pool.work(777)]  # the first two fill the client's window
+        assert settled_within(calls, 30), "a call waited on the dead worker's client"
+        outcomes = [f.exception() for f in calls]
+        assert all(isinstance(e, WorkerCrashedError) for e in outcomes), outcomes
+        monkeypatch.undo()
+        assert pool.work(5).result(timeout=30) == 10
 
 
 def test_two_handles_reporting_one_death_start_one_replacement(pool):
