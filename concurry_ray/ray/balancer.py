@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..pools.autoscale import TICK_SECONDS
 from ..protocol import WorkerSpec
 from .actor import start_actor
+from .compat import actor_was_restarted
 from .naming import NAMESPACE, balancer_name, pool_name, worker_name
 from .outcomes import unwrap_ray_error
 from .scaling import RETIRE_GRACE_SECONDS, BalancerScaler
@@ -54,7 +55,7 @@ class PoolBalancer:
         self._template = template
         self._actor_options = actor_options
         self._about = {"pool": pool, "definition": definition, "creator": creator}
-        self._rebuild = size if ray.get_runtime_context().was_current_actor_reconstructed else 0
+        self._rebuild = size if actor_was_restarted() else 0
         self._rebuilding: Any = None  # the task that starts the workers again after a restart
         self._replacing: dict[int, Any] = {}  # index -> the task replacing that worker
         self._failed: dict[int, Any] = {}  # index -> why its last replacement could not be built

@@ -10,6 +10,9 @@ assume a private name exists: when a release drops one, the public fallback take
   Fallback: ``get_task_id()``, which is None outside a task (Ray logs a warning when a
   driver asks).
 
+``RuntimeContext.was_current_actor_reconstructed`` is public, but Ray's own code in it uses a
+deprecated name and warns; ``actor_was_restarted`` quiets that.
+
 Ray's table of actor option names is read behind its own check in ``option_names``, which
 must not import Ray.
 """
@@ -17,6 +20,7 @@ must not import Ray.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import warnings
 from typing import Any, Callable
 
 import ray
@@ -39,6 +43,13 @@ def on_completed(ref: "ray.ObjectRef", callback: Callable[[Any], None]) -> None:
 def _outcome(future: cf.Future) -> Any:
     error = future.exception()
     return future.result() if error is None else error
+
+
+def actor_was_restarted() -> bool:
+    """True in an actor that Ray has restarted (called in the actor's constructor)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recent releases flag Ray's own use of a deprecated name in it
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def in_ray_worker() -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import logging
 import uuid
-import warnings
 from functools import partial
 from typing import Any, Optional, Sequence
 
@@ -31,6 +30,7 @@ from ..limits.ledger import Ledger
 from ..limits.models import definition
 from ..limits.server import Server
 from ..metrics import UsageMeter
+from .compat import actor_was_restarted
 from .naming import NAMESPACE, is_pool_actor
 from .outcomes import ensure_ray
 
@@ -49,7 +49,7 @@ class LimitsHolder:
         self._limits = tuple(limits)
         self._pool = pool
         ledger = Ledger(self._limits)
-        if _restarted():
+        if actor_was_restarted():
             ledger.saturate(RESTART_GRACE)
         self._server = Server(ledger, host=ray.util.get_node_ip_address())
         self._usage = UsageMeter(label, ledger.stats)
@@ -69,12 +69,6 @@ class LimitsHolder:
     def stats(self) -> dict:
         """The budget's usage per key, as ``LimitSet.get_stats()`` reports it."""
         return self._server.ledger.stats()
-
-
-def _restarted() -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Ray 2.60 flags its own internal use of a deprecated call
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def _actor_class() -> Any:
