@@ -160,6 +160,7 @@ def test_a_call_submitted_while_its_worker_death_is_handled_settles(ray_runtime,
         assert settled_within(calls, 30), "a call waited on the dead worker's client"
         outcomes = [f.exception() for f in calls]
         assert all(isinstance(e, WorkerCrashedError) for e in outcomes), outcomes
+        assert "died before work() was sent to it" in str(outcomes[2]), outcomes  # refused, not sent to the dead actor
         monkeypatch.undo()
         assert pool.work(5).result(timeout=30) == 10
 

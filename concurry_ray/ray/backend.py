@@ -93,15 +93,16 @@ class RayClient(WorkerClient):
 
     def submit(self, call: Call, future: Future) -> Future:
         if self._async_actor and self._is_async(call.method):  # runs concurrently on the actor's loop
-            if not self._refused(call, future):  # sent anyway, it fails like any call to a dead actor
-                self._send_started(next(self._ids), call, future)
+            if self._dead:  # sent anyway, it would fail like any call to a dead actor
+                return self._refuse(call, future)
+            self._send_started(next(self._ids), call, future)
             return future
         alone = _has_refs(call)  # Ray resolves (and waits for) refs only as direct arguments of one call
         with self._send_lock:
             # Under the lock that _on_crash holds while it empties the queue: a call queued after that
             # would wait forever.
-            if self._refused(call, future):
-                return future
+            if self._dead:
+                return self._refuse(call, future)
             call_id = next(self._ids)
             if not self._queue and (alone or self._tasks < TASKS_IN_FLIGHT):  # what _flush would do, minus the queue
                 self._send_started(call_id, call, future)
@@ -114,11 +115,10 @@ class RayClient(WorkerClient):
                 self._flush()
         return future
 
-    def _refused(self, call: Call, future: Future) -> bool:
-        """Fail ``call`` at once if this worker's death was reported already (nobody would hear of it)."""
-        if self._dead:
-            settle(future, error=WorkerCrashedError(f"{self.label} died before {call.method}() was sent to it"))
-        return self._dead
+    def _refuse(self, call: Call, future: Future) -> Future:
+        """Fail ``call`` at once: this worker's death was reported already (nobody would hear of it)."""
+        settle(future, error=WorkerCrashedError(f"{self.label} died before {call.method}() was sent to it"))
+        return future
 
     def _flush_all(self) -> None:
         """Send every queued call, each with refs on its own (send lock held)."""
